@@ -1,0 +1,222 @@
+"""Plain input serializers (validation only) and output serializers (rendering only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from points.models import EventType, LedgerEntry, Member
+from points.rules import TYPE_NAME
+from points.services import MAX_CLOCK_SKEW, EventInput
+
+META_MAX_BYTES = 4096
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with an explicit UTC offset; a naive time is refused, not guessed."""
+
+    default_error_messages = {
+        "naive": "must include a UTC offset, e.g. 2026-11-23T09:00:00+08:00",
+    }
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        parsed = super().to_internal_value(value)
+        if isinstance(value, str):
+            try:
+                naive = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None
+            except ValueError:
+                naive = False
+            if naive:
+                self.fail("naive")
+        return parsed
+
+
+class ContentInputSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=128, required=False)
+    author = serializers.CharField(max_length=64, required=False)
+    kind = serializers.ChoiceField(choices=["kol", "official", "ugc"], required=False)
+    url = serializers.CharField(max_length=1000, required=False)
+    hash = serializers.CharField(max_length=128, required=False)
+    length = serializers.IntegerField(min_value=0, required=False)
+
+
+class EventInputSerializer(serializers.Serializer):
+    id = serializers.RegexField(
+        r"^\S{1,128}$", max_length=128, help_text="Your id for this event; the idempotency key."
+    )
+    type = serializers.RegexField(
+        TYPE_NAME.pattern,
+        max_length=40,
+        help_text="A built-in type (" + ", ".join(EventType.values) + ") or a custom one.",
+    )
+    member = serializers.CharField(max_length=64, help_text="The member's id in your platform.")
+    occurred_at = AwareDateTimeField(required=False, help_text="Defaults to the time received.")
+    target = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="Member or content the event is about (invitee, rated member, content id).",
+    )
+    content = ContentInputSerializer(required=False)
+    score = serializers.IntegerField(min_value=1, max_value=5, required=False)
+    group = serializers.CharField(max_length=128, required=False)
+    meta = serializers.DictField(
+        required=False, help_text="Free-form; `display_name` sets the member's name."
+    )
+
+    def validate_occurred_at(self, value: dt.datetime) -> dt.datetime:
+        if value > timezone.now() + MAX_CLOCK_SKEW:
+            raise serializers.ValidationError("is in the future", code="in_future")
+        return value
+
+    def validate_meta(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, ensure_ascii=False).encode()) > META_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"is larger than {META_MAX_BYTES} bytes", code="too_large"
+            )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = attrs["type"]
+        target = attrs.get("target")
+        if kind == EventType.PEER_SCORE and attrs.get("score") is None:
+            raise serializers.ValidationError({"score": ["is required for peer_score"]})
+        if kind != EventType.PEER_SCORE and attrs.get("score") is not None:
+            raise serializers.ValidationError({"score": ["is only allowed for peer_score"]})
+        if kind in (EventType.PEER_SCORE, EventType.INVITE, EventType.REACTION) and not target:
+            raise serializers.ValidationError({"target": [f"is required for {kind}"]})
+        if kind in (EventType.PEER_SCORE, EventType.INVITE) and target == attrs["member"]:
+            raise serializers.ValidationError({"target": ["must be another member"]})
+        return attrs
+
+    def to_event(self) -> EventInput:
+        data = self.validated_data
+        return EventInput(
+            client_id=data["id"],
+            type=data["type"],
+            member=data["member"],
+            occurred_at=data.get("occurred_at"),
+            target=data.get("target", ""),
+            content=dict(data["content"]) if data.get("content") else None,
+            score=data.get("score"),
+            group=data.get("group", ""),
+            meta=data.get("meta", {}),
+        )
+
+
+class EventBatchInputSerializer(serializers.Serializer):
+    """Only the envelope is validated here; each item is validated on its own by the view."""
+
+    events = serializers.ListField(
+        child=serializers.JSONField(),
+        allow_empty=False,
+        max_length=settings.EVENTS_BATCH_MAX,
+        help_text=f"Up to {settings.EVENTS_BATCH_MAX} events, each as for the single endpoint.",
+    )
+
+
+class AwardSerializer(serializers.Serializer):
+    rule = serializers.CharField(help_text="The rule that produced the award.")
+    points = serializers.IntegerField()
+    base = serializers.IntegerField(help_text="Points before caps and gates.")
+    capped = serializers.BooleanField()
+    cap = serializers.CharField(allow_null=True, help_text="The cap or gate that cut it, if any.")
+
+
+class EventResultSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.CharField()
+    points = serializers.IntegerField()
+    balance = serializers.IntegerField()
+    rule_version = serializers.IntegerField()
+    awards = AwardSerializer(many=True)
+
+
+class ProblemFieldSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class BatchItemResultSerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["accepted", "replayed", "conflict", "invalid"])
+    points = serializers.IntegerField(required=False)
+    balance = serializers.IntegerField(required=False)
+    awards = AwardSerializer(many=True, required=False)
+    error = serializers.DictField(required=False, help_text="{code, message, errors[]}")
+
+
+class BatchResultSerializer(serializers.Serializer):
+    results = BatchItemResultSerializer(many=True)
+
+
+class MemberOutputSerializer(serializers.ModelSerializer):
+    member = serializers.CharField(source="external_id")
+    spendable = serializers.IntegerField(read_only=True)
+    tier = serializers.SerializerMethodField()
+    ranks = serializers.SerializerMethodField()
+    streak = serializers.SerializerMethodField()
+    koc = serializers.SerializerMethodField()
+    honors = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Member
+        fields = [
+            "member",
+            "display_name",
+            "status",
+            "balance",
+            "held",
+            "spendable",
+            "lifetime_points",
+            "joined_at",
+            "left_at",
+            "tier",
+            "ranks",
+            "streak",
+            "koc",
+            "honors",
+        ]
+
+    # Tiers, ranks, streaks, KOC status and honors are computed by later capabilities; until
+    # they exist the fields are present with explicit empty values so bots can code against
+    # the final shape.
+    def get_tier(self, obj: Member) -> str | None:
+        return None
+
+    def get_ranks(self, obj: Member) -> dict[str, Any]:
+        return {}
+
+    def get_streak(self, obj: Member) -> int:
+        return 0
+
+    def get_koc(self, obj: Member) -> bool:
+        return False
+
+    def get_honors(self, obj: Member) -> list[Any]:
+        return []
+
+
+class LedgerEntryOutputSerializer(serializers.ModelSerializer):
+    event = serializers.CharField(source="event.client_id", allow_null=True, default=None)
+    event_type = serializers.CharField(source="event.type", allow_null=True, default=None)
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "kind",
+            "points",
+            "balance_after",
+            "rule",
+            "rule_version",
+            "reason",
+            "event",
+            "event_type",
+            "created_at",
+        ]

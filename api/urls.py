@@ -1,0 +1,22 @@
+from django.urls import path
+
+from api import views
+
+urlpatterns = [
+    path("communities/<slug:community>/events", views.EventCreateView.as_view(), name="events"),
+    path(
+        "communities/<slug:community>/events/batch",
+        views.EventBatchView.as_view(),
+        name="events-batch",
+    ),
+    path(
+        "communities/<slug:community>/members/<str:member>",
+        views.MemberDetailView.as_view(),
+        name="member-detail",
+    ),
+    path(
+        "communities/<slug:community>/members/<str:member>/ledger",
+        views.MemberLedgerView.as_view(),
+        name="member-ledger",
+    ),
+]

@@ -1,0 +1,366 @@
+"""Thin views: validate with an input serializer, call one service or selector, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import schema
+from api.errors import field_errors, flatten_errors, problem, problem_response
+from api.pagination import LedgerCursorPagination
+from api.serializers import (
+    BatchResultSerializer,
+    EventBatchInputSerializer,
+    EventInputSerializer,
+    EventResultSerializer,
+    LedgerEntryOutputSerializer,
+    MemberOutputSerializer,
+)
+from points.models import Community, LedgerEntry, Scope
+from points.selectors import member_by_external_id, member_ledger
+from points.services import EventInput, IngestOutcome, IngestStatus, events_ingest
+
+
+def _community(request: Request) -> Community:
+    return request.auth.community  # type: ignore[union-attr]
+
+
+def _outcome_response(outcome: IngestOutcome) -> Response:
+    if outcome.status == IngestStatus.ACCEPTED:
+        return Response(outcome.result, status=status.HTTP_201_CREATED)
+    if outcome.status == IngestStatus.REPLAYED:
+        return Response(outcome.result, status=status.HTTP_200_OK)
+    if outcome.status == IngestStatus.CONFLICT:
+        return problem_response(
+            problem(
+                409,
+                "event_conflict",
+                "Event id already used",
+                f"Event '{outcome.client_id}' was already posted with a different body.",
+                field_errors(outcome.errors),
+            )
+        )
+    return problem_response(
+        problem(
+            400,
+            "validation_error",
+            "Invalid request",
+            "The event is invalid.",
+            field_errors(outcome.errors),
+        )
+    )
+
+
+class EventCreateView(APIView):
+    required_scope = Scope.EVENTS_WRITE
+
+    @extend_schema(
+        operation_id="events_create",
+        summary="Post one contribution event",
+        description=(
+            "Stores, scores and posts the event to the ledger in one transaction. Posting the "
+            "same `id` again returns the first result with 200; the same `id` with a different "
+            "body is a 409 conflict. Unknown members are created on their first event."
+        ),
+        request=EventInputSerializer,
+        responses={
+            201: EventResultSerializer,
+            200: OpenApiResponse(EventResultSerializer, description="Replay: the first result."),
+            400: schema.PROBLEM,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+            409: schema.PROBLEM,
+            413: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Check-in",
+                value={
+                    "id": "wx-msg-20261123-0001",
+                    "type": "check_in",
+                    "member": "wxid_alice",
+                    "occurred_at": "2026-11-23T08:01:00+08:00",
+                    "group": "group-42",
+                    "meta": {"display_name": "Alice"},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Scored",
+                value={
+                    "id": "wx-msg-20261123-0001",
+                    "status": "accepted",
+                    "points": 5,
+                    "balance": 125,
+                    "rule_version": 1,
+                    "awards": [
+                        {
+                            "rule": "points.check_in",
+                            "points": 5,
+                            "base": 5,
+                            "capped": False,
+                            "cap": None,
+                        }
+                    ],
+                },
+                response_only=True,
+                status_codes=["201", "200"],
+            ),
+            schema.example_problem(
+                409,
+                "event_conflict",
+                "Event id already used",
+                [
+                    {
+                        "field": "id",
+                        "code": "conflict",
+                        "message": "this id was already used with a different body",
+                    }
+                ],
+            ),
+            schema.example_problem(
+                400,
+                "validation_error",
+                "Invalid request",
+                [{"field": "score", "code": "invalid", "message": "is required for peer_score"}],
+            ),
+        ],
+        tags=["events"],
+    )
+    def post(self, request: Request, community: str) -> Response:
+        serializer = EventInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        outcome = events_ingest(community=_community(request), events=[serializer.to_event()])[0]
+        return _outcome_response(outcome)
+
+
+class EventBatchView(APIView):
+    required_scope = Scope.EVENTS_WRITE
+
+    @extend_schema(
+        operation_id="events_batch",
+        summary="Post up to 1,000 events",
+        description=(
+            "Each item is validated, de-duplicated and scored on its own: an invalid item, a "
+            "replay or a conflict does not affect the others. Items are scored in the order "
+            "given. Per item `status` is `accepted`, `replayed`, `conflict` or `invalid`."
+        ),
+        request=EventBatchInputSerializer,
+        responses={
+            200: BatchResultSerializer,
+            400: schema.PROBLEM,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+            413: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Two events",
+                value={
+                    "events": [
+                        {"id": "e-1", "type": "message", "member": "wxid_bob"},
+                        {
+                            "id": "e-2",
+                            "type": "share",
+                            "member": "wxid_bob",
+                            "content": {"id": "post-9", "url": "https://example.com/a"},
+                        },
+                    ]
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Per-item results",
+                value={
+                    "results": [
+                        {
+                            "id": "e-1",
+                            "status": "accepted",
+                            "points": 1,
+                            "balance": 1,
+                            "awards": [
+                                {
+                                    "rule": "points.message",
+                                    "points": 1,
+                                    "base": 1,
+                                    "capped": False,
+                                    "cap": None,
+                                }
+                            ],
+                        },
+                        {
+                            "id": "e-2",
+                            "status": "invalid",
+                            "error": {
+                                "code": "validation_error",
+                                "message": "The event is invalid.",
+                                "errors": [
+                                    {
+                                        "field": "type",
+                                        "code": "unknown_event_type",
+                                        "message": "unknown event type 'shar'",
+                                    }
+                                ],
+                            },
+                        },
+                    ]
+                },
+                response_only=True,
+            ),
+        ],
+        tags=["events"],
+    )
+    def post(self, request: Request, community: str) -> Response:
+        envelope = EventBatchInputSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        items: list[Any] = envelope.validated_data["events"]
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        valid_positions: list[int] = []
+        valid_events: list[EventInput] = []
+        for position, item in enumerate(items):
+            serializer = EventInputSerializer(data=item)
+            if serializer.is_valid():
+                valid_positions.append(position)
+                valid_events.append(serializer.to_event())
+            else:
+                results[position] = _batch_error(
+                    item.get("id") if isinstance(item, dict) else None,
+                    "validation_error",
+                    "The event is invalid.",
+                    flatten_errors(serializer.errors),
+                )
+        outcomes = events_ingest(community=_community(request), events=valid_events)
+        for position, outcome in zip(valid_positions, outcomes, strict=True):
+            results[position] = _batch_item(outcome)
+        return Response({"results": results})
+
+
+def _batch_error(
+    client_id: Any, code: str, message: str, errors: list[dict[str, str]]
+) -> dict[str, Any]:
+    return {
+        "id": client_id if isinstance(client_id, str) else None,
+        "status": IngestStatus.INVALID,
+        "error": {"code": code, "message": message, "errors": errors},
+    }
+
+
+def _batch_item(outcome: IngestOutcome) -> dict[str, Any]:
+    if outcome.status in (IngestStatus.ACCEPTED, IngestStatus.REPLAYED):
+        result = outcome.result or {}
+        return {
+            "id": outcome.client_id,
+            "status": outcome.status,
+            "points": result["points"],
+            "balance": result["balance"],
+            "awards": result["awards"],
+        }
+    if outcome.status == IngestStatus.CONFLICT:
+        return _batch_error(
+            outcome.client_id,
+            "event_conflict",
+            "This id was already used with a different body.",
+            field_errors(outcome.errors),
+        )
+    return _batch_error(
+        outcome.client_id, "validation_error", "The event is invalid.", field_errors(outcome.errors)
+    )
+
+
+class MemberDetailView(APIView):
+    required_scope = Scope.MEMBERS_READ
+
+    @extend_schema(
+        operation_id="members_retrieve",
+        summary="A member's balance and standing",
+        responses={
+            200: MemberOutputSerializer,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Member",
+                value={
+                    "member": "wxid_alice",
+                    "display_name": "Alice",
+                    "status": "active",
+                    "balance": 125,
+                    "held": 0,
+                    "spendable": 125,
+                    "lifetime_points": 140,
+                    "joined_at": "2026-09-01T10:00:00+08:00",
+                    "left_at": None,
+                    "tier": None,
+                    "ranks": {},
+                    "streak": 0,
+                    "koc": False,
+                    "honors": [],
+                },
+                response_only=True,
+            ),
+            schema.example_problem(404, "member_not_found", "Member not found"),
+        ],
+        tags=["members"],
+    )
+    def get(self, request: Request, community: str, member: str) -> Response:
+        found = member_by_external_id(_community(request), member)
+        return Response(MemberOutputSerializer(found).data)
+
+
+class MemberLedgerView(ListAPIView[LedgerEntry]):
+    required_scope = Scope.MEMBERS_READ
+    serializer_class = LedgerEntryOutputSerializer
+    pagination_class = LedgerCursorPagination
+
+    def get_queryset(self) -> Any:
+        found = member_by_external_id(_community(self.request), self.kwargs["member"])
+        return member_ledger(found)
+
+    @extend_schema(
+        operation_id="members_ledger",
+        summary="A member's ledger entries, newest first",
+        responses={
+            200: LedgerEntryOutputSerializer(many=True),
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Page",
+                value={
+                    "next": "https://svc/api/v1/communities/demo/members/wxid_alice/ledger"
+                    "?cursor=cD0xMjM%3D",
+                    "previous": None,
+                    "results": [
+                        {
+                            "id": 123,
+                            "kind": "award",
+                            "points": 5,
+                            "balance_after": 125,
+                            "rule": "points.check_in",
+                            "rule_version": 1,
+                            "reason": "",
+                            "event": "wx-msg-20261123-0001",
+                            "event_type": "check_in",
+                            "created_at": "2026-11-23T08:01:00.120000+08:00",
+                        },
+                    ],
+                },
+                response_only=True,
+            ),
+        ],
+        tags=["members"],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

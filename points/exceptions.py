@@ -1,0 +1,48 @@
+"""Domain errors. The API maps each to an RFC 9457 problem in ``api/errors.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose."""
+
+    code = "domain_error"
+    status = 400
+    title = "Request refused"
+
+    def __init__(self, detail: str = "", errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors or []
+
+
+class RulesInvalid(DomainError):
+    code = "invalid_rules"
+    title = "The rule set is invalid"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("The rule set is invalid.", errors)
+
+
+class CommunityNotFound(DomainError):
+    code = "community_not_found"
+    status = 404
+    title = "Community not found"
+
+
+class MemberNotFound(DomainError):
+    code = "member_not_found"
+    status = 404
+    title = "Member not found"

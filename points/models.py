@@ -1,0 +1,279 @@
+"""The ledger's tables. Every table is keyed by community first so that it can be partitioned
+or distributed by community later. Invariants live in database constraints, not only in Python.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"Unknown time zone: {value}") from exc
+
+
+class EventType(models.TextChoices):
+    """Built-in event types; communities may add custom ones in their rule set."""
+
+    JOIN = "join"
+    LEAVE = "leave"
+    CHECK_IN = "check_in"
+    MESSAGE = "message"
+    SHARE = "share"
+    UGC_POST = "ugc_post"
+    CONTENT_FEATURED = "content_featured"
+    REACTION = "reaction"
+    INVITE = "invite"
+    HELP = "help"
+    PEER_SCORE = "peer_score"
+
+
+class Scope(models.TextChoices):
+    EVENTS_WRITE = "events:write"
+    MEMBERS_READ = "members:read"
+    REWARDS_WRITE = "rewards:write"
+    ADMIN = "admin"
+
+
+class Community(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(
+        max_length=64, default="Asia/Shanghai", validators=[validate_timezone]
+    )
+    # Bumped in the same transaction as every new rule set version, so that processes can
+    # cache the (immutable) versions and know for free (the row comes with the API key) when
+    # their cache is stale.
+    rules_revision = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "communities"
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class CommunityApiKey(AbstractAPIKey):
+    """A bot's key: one community, a set of scopes; only a SHA-512 hash of it is stored."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="api_keys")
+    scopes = ArrayField(models.CharField(max_length=32, choices=Scope.choices), default=list)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class RuleSet(models.Model):
+    """One immutable version of a community's rules; an event is scored by the version whose
+    ``effective_from`` is the latest one not after the event's ``occurred_at``."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="rule_sets")
+    version = models.PositiveIntegerField()
+    effective_from = models.DateTimeField()
+    rules = models.JSONField()
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["community", "version"], name="ruleset_unique_version"),
+        ]
+        indexes = [models.Index(fields=["community", "effective_from"])]
+
+    def __str__(self) -> str:
+        return f"{self.community_id} v{self.version}"
+
+
+class MemberStatus(models.TextChoices):
+    ACTIVE = "active"
+    LEFT = "left"
+
+
+class Member(models.Model):
+    """A member of one community, and their balance row.
+
+    The balance lives on the member row on purpose: scoring locks this one row first, which
+    serialises all of a member's awards, and the balance is updated in the same statement
+    family. ``held`` is the part reserved by pending redemptions and is not spendable.
+    """
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="members")
+    external_id = models.CharField(max_length=64)
+    display_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=MemberStatus.choices, default=MemberStatus.ACTIVE
+    )
+    balance = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    lifetime_points = models.BigIntegerField(default=0)
+    joined_at = models.DateTimeField()
+    left_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "external_id"], name="member_unique_external_id"
+            ),
+            models.CheckConstraint(condition=Q(balance__gte=0), name="member_balance_non_negative"),
+            models.CheckConstraint(condition=Q(held__gte=0), name="member_held_non_negative"),
+            models.CheckConstraint(
+                condition=Q(held__lte=models.F("balance")), name="member_held_within_balance"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.community_id})"
+
+    @property
+    def spendable(self) -> int:
+        return self.balance - self.held
+
+
+class Event(models.Model):
+    """A contribution event as a bot posted it, with the result it got the first time.
+
+    ``(community, client_id)`` is unique: that is the exactly-once guarantee. ``body_hash`` is
+    the hash of the canonical body, so that a replay with a different body is a conflict.
+    """
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="events")
+    client_id = models.CharField(max_length=128)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="events")
+    type = models.CharField(max_length=40)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    local_day = models.DateField()
+    target = models.CharField(max_length=128, blank=True)
+    content = models.JSONField(null=True, blank=True)
+    score = models.SmallIntegerField(null=True, blank=True)
+    group = models.CharField(max_length=128, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    body_hash = models.CharField(max_length=64)
+    rule_version = models.PositiveIntegerField()
+    points = models.IntegerField(default=0)
+    result = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "client_id"], name="event_unique_client_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | Q(score__gte=1, score__lte=5),
+                name="event_score_1_to_5",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["community", "member", "occurred_at"]),
+            models.Index(fields=["community", "type", "occurred_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.type}"
+
+
+class EntryKind(models.TextChoices):
+    AWARD = "award"
+    REVERSAL = "reversal"
+    ADJUSTMENT = "adjustment"
+    EXPIRY = "expiry"
+    SPEND = "spend"
+
+
+class LedgerEntry(models.Model):
+    """One signed change of a member's balance. Append-only: a database trigger refuses
+    UPDATE and DELETE; corrections are new entries of kind ``reversal``."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="entries")
+    event = models.ForeignKey(
+        Event, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+    )
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    points = models.IntegerField()
+    balance_after = models.BigIntegerField()
+    rule = models.CharField(max_length=100, blank=True)
+    rule_version = models.PositiveIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(points=0), name="entry_points_non_zero"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="entry_balance_after_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(event__isnull=False) | ~Q(reason=""),
+                name="entry_traceable_to_event_or_reason",
+            ),
+        ]
+        indexes = [models.Index(fields=["community", "member", "-id"])]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.points:+d} ({self.kind})"
+
+
+class DailyTally(models.Model):
+    """What a member earned per event type (and in total, type ``*``) on one local day.
+
+    Caps and first-per-day rules read and update these rows under the member's row lock.
+    """
+
+    TOTAL = "*"
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    event_type = models.CharField(max_length=40)
+    count = models.IntegerField(default=0)
+    points = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "day", "event_type"], name="tally_unique_member_day_type"
+            ),
+        ]
+        indexes = [models.Index(fields=["community", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.day} {self.event_type}: {self.points}"
+
+
+class JobRun(models.Model):
+    """One run of a scheduled job for one community and period (the re-run fence)."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    job = models.CharField(max_length=64)
+    period = models.CharField(max_length=32)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "job", "period"], name="jobrun_unique_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.period}"

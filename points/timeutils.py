@@ -1,0 +1,19 @@
+"""The one place where a community's local day is computed from an instant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from functools import lru_cache
+
+
+@lru_cache(maxsize=256)
+def community_zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def local_day(instant: dt.datetime, timezone_name: str) -> dt.date:
+    """The calendar date of an aware instant in the community's time zone."""
+    if instant.tzinfo is None:
+        raise ValueError("aware datetimes only")
+    return instant.astimezone(community_zone(timezone_name)).date()
