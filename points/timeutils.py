@@ -17,3 +17,18 @@ def local_day(instant: dt.datetime, timezone_name: str) -> dt.date:
     if instant.tzinfo is None:
         raise ValueError("aware datetimes only")
     return instant.astimezone(community_zone(timezone_name)).date()
+
+
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def week_start(day: dt.date) -> dt.date:
+    """Weeks start on Monday (ISO 8601), as in China."""
+    return day - dt.timedelta(days=day.weekday())
+
+
+def today(timezone_name: str, now: dt.datetime | None = None) -> dt.date:
+    from django.utils import timezone
+
+    return local_day(now or timezone.now(), timezone_name)
