@@ -13,9 +13,34 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from points.models import CommunityApiKey
+from points.exceptions import InvalidMemberToken
+from points.models import CommunityApiKey, Member
+from points.selectors import member_from_token
 
 KEYWORD = "api-key"
+MEMBER_KEYWORD = "member"
+
+
+class MemberGrant:
+    """What a member token allows: reading that one member's data and the public boards."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.community = member.community
+
+
+class MemberTokenAuthentication(BaseAuthentication):
+    """``Authorization: Member <token>``: the signed link a bot requested for one member."""
+
+    def authenticate(self, request: Request) -> tuple[Any, MemberGrant] | None:
+        header = get_authorization_header(request).decode("latin-1").strip()
+        keyword, _, token = header.partition(" ")
+        if keyword.lower() != MEMBER_KEYWORD:
+            return None
+        try:
+            return (None, MemberGrant(member_from_token(token.strip())))
+        except InvalidMemberToken as exc:
+            raise exceptions.AuthenticationFailed(exc.detail) from exc
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -24,6 +49,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not header:
             return None
         keyword, _, key = header.partition(" ")
+        if keyword.lower() == MEMBER_KEYWORD:
+            return None
         if keyword.lower() != KEYWORD or not key.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Api-Key <key>'.")
         key = key.strip()
@@ -53,6 +80,8 @@ class HasCommunityScope(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         api_key = request.auth
+        if isinstance(api_key, MemberGrant):
+            return _member_grant_allows(api_key, view)
         if not isinstance(api_key, CommunityApiKey):
             raise exceptions.NotAuthenticated("An API key is required.")
         slug = view.kwargs.get("community")
@@ -64,3 +93,17 @@ class HasCommunityScope(BasePermission):
         if not api_key.has_scope(scope) and not api_key.has_scope("admin"):
             raise exceptions.PermissionDenied(f"This key lacks the '{scope}' scope.")
         return True
+
+
+def _member_grant_allows(grant: MemberGrant, view: Any) -> bool:
+    """A member token reads views marked ``member_access`` = "self" (only its own member: any
+    other member is answered as unknown, 404) or "public" (boards); nothing else."""
+    access = getattr(view, "member_access", None)
+    slug = view.kwargs.get("community")
+    if access is None:
+        raise exceptions.PermissionDenied("A member token cannot use this endpoint.")
+    if slug != grant.community.slug:
+        raise exceptions.NotFound(f"No community '{slug}' for this token.")
+    if access == "self" and view.kwargs.get("member") != grant.member.external_id:
+        raise exceptions.NotFound("No such member for this token.")
+    return True

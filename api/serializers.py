@@ -220,3 +220,61 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
             "event_type",
             "created_at",
         ]
+
+
+class PeriodQuerySerializer(serializers.Serializer):
+    period = serializers.ChoiceField(choices=["all_time", "month", "week"], default="all_time")
+    month = serializers.RegexField(
+        r"^\d{4}-\d{2}$", required=False, help_text="A past month, YYYY-MM (period=month)."
+    )
+
+
+class LeaderboardQuerySerializer(PeriodQuerySerializer):
+    cursor = serializers.CharField(required=False, max_length=64)
+    size = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+
+class BoardRowSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(help_text="Competition rank: ties share it (1, 2, 2, 4).")
+    member = serializers.CharField()
+    display_name = serializers.CharField()
+    points = serializers.IntegerField()
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    start = serializers.DateField()
+    total = serializers.IntegerField(help_text="Members ranked in the period.")
+    as_of = serializers.DateTimeField(allow_null=True)
+    next = serializers.CharField(allow_null=True)
+    results = BoardRowSerializer(many=True)
+
+
+class MemberRankSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    start = serializers.DateField()
+    rank = serializers.IntegerField(allow_null=True, help_text="Null when not ranked yet.")
+    points = serializers.IntegerField(help_text="Live points in the period.")
+    ranked_points = serializers.IntegerField(
+        allow_null=True, help_text="Points when the rank snapshot was built."
+    )
+    total = serializers.IntegerField()
+    percentile = serializers.FloatField(
+        allow_null=True, help_text="Share of ranked members at or below this member."
+    )
+    above = BoardRowSerializer(many=True)
+    below = BoardRowSerializer(many=True)
+    as_of = serializers.DateTimeField(allow_null=True)
+    age_seconds = serializers.IntegerField(allow_null=True)
+
+
+class MemberTokenInputSerializer(serializers.Serializer):
+    ttl_seconds = serializers.IntegerField(
+        min_value=60, max_value=7 * 24 * 3600, default=24 * 3600, help_text="Default 24 h."
+    )
+
+
+class MemberTokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    url = serializers.URLField()
+    expires_at = serializers.DateTimeField()

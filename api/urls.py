@@ -1,6 +1,6 @@
 from django.urls import path
 
-from api import views
+from api import leaderboards, views
 
 urlpatterns = [
     path("communities/<slug:community>/events", views.EventCreateView.as_view(), name="events"),
@@ -18,5 +18,20 @@ urlpatterns = [
         "communities/<slug:community>/members/<str:member>/ledger",
         views.MemberLedgerView.as_view(),
         name="member-ledger",
+    ),
+    path(
+        "communities/<slug:community>/members/<str:member>/rank",
+        leaderboards.MemberRankView.as_view(),
+        name="member-rank",
+    ),
+    path(
+        "communities/<slug:community>/members/<str:member>/token",
+        leaderboards.MemberTokenView.as_view(),
+        name="member-token",
+    ),
+    path(
+        "communities/<slug:community>/leaderboard",
+        leaderboards.LeaderboardView.as_view(),
+        name="leaderboard",
     ),
 ]

@@ -277,6 +277,7 @@ def _batch_item(outcome: IngestOutcome) -> dict[str, Any]:
 
 class MemberDetailView(APIView):
     required_scope = Scope.MEMBERS_READ
+    member_access = "self"
 
     @extend_schema(
         operation_id="members_retrieve",
@@ -319,6 +320,7 @@ class MemberDetailView(APIView):
 
 class MemberLedgerView(ListAPIView[LedgerEntry]):
     required_scope = Scope.MEMBERS_READ
+    member_access = "self"
     serializer_class = LedgerEntryOutputSerializer
     pagination_class = LedgerCursorPagination
 

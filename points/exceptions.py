@@ -46,3 +46,17 @@ class MemberNotFound(DomainError):
     code = "member_not_found"
     status = 404
     title = "Member not found"
+
+
+class InvalidPeriod(DomainError):
+    code = "invalid_period"
+    title = "Invalid period"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("The period is invalid.", errors)
+
+
+class InvalidMemberToken(DomainError):
+    code = "invalid_member_token"
+    status = 401
+    title = "Invalid or expired member token"

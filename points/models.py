@@ -4,6 +4,7 @@ or distributed by community later. Invariants live in database constraints, not 
 
 from __future__ import annotations
 
+import datetime as dt
 import zoneinfo
 
 from django.contrib.postgres.fields import ArrayField
@@ -225,7 +226,10 @@ class LedgerEntry(models.Model):
                 name="entry_traceable_to_event_or_reason",
             ),
         ]
-        indexes = [models.Index(fields=["community", "member", "-id"])]
+        indexes = [
+            models.Index(fields=["community", "member", "-id"]),
+            models.Index(fields=["community", "id"], name="entry_community_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.member_id} {self.points:+d} ({self.kind})"
@@ -277,3 +281,99 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.period}"
+
+
+class PeriodKind(models.TextChoices):
+    ALL_TIME = "all_time"
+    MONTH = "month"
+    WEEK = "week"
+
+
+class PeriodTotal(models.Model):
+    """Points a member earned in one period (all time, a local month, a local week).
+
+    Kept up to date in the transaction that posts the entries, under the member's row lock, so
+    leaderboards never aggregate the ledger per request. ``active`` is false while the member
+    has left: left members are not ranked.
+    """
+
+    ALL_TIME_START = dt.date(2000, 1, 1)
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="period_totals")
+    kind = models.CharField(max_length=16, choices=PeriodKind.choices)
+    start = models.DateField()
+    points = models.BigIntegerField(default=0)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "kind", "start"], name="periodtotal_unique_member_period"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                "community",
+                "kind",
+                "start",
+                models.F("points").desc(),
+                "member",
+                name="periodtotal_board",
+                condition=Q(active=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.kind} {self.start}: {self.points}"
+
+
+class RankSnapshot(models.Model):
+    """A member's competition rank (1, 2, 2, 4) in one period, as of ``built_at``.
+
+    Rebuilt set-based (one ``rank() OVER`` per period) by a Celery job at most every minute
+    when the period changed, so a rank lookup is one index probe whatever the member's rank.
+    """
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=PeriodKind.choices)
+    start = models.DateField()
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    rank = models.IntegerField()
+    position = models.IntegerField()
+    points = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "kind", "start", "member"], name="ranksnapshot_unique_member"
+            ),
+            models.UniqueConstraint(
+                fields=["community", "kind", "start", "position"],
+                name="ranksnapshot_unique_position",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.kind} {self.start}: #{self.rank}"
+
+
+class RankBuild(models.Model):
+    """When a period's snapshot was last built, and from which ledger position."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=PeriodKind.choices)
+    start = models.DateField()
+    built_at = models.DateTimeField()
+    ledger_high_water = models.BigIntegerField(default=0)
+    ranked = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "kind", "start"], name="rankbuild_unique_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.community_id} {self.kind} {self.start} @ {self.built_at}"

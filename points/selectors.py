@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 
@@ -20,6 +21,8 @@ class RuleVersion:
     effective_from: dt.datetime
     rules: Rules
 
+
+MEMBER_TOKEN_SALT = "points.member-token"  # noqa: S105 - a signing namespace, not a secret
 
 _cache_lock = threading.Lock()
 _rule_cache: dict[int, tuple[int, list[RuleVersion]]] = {}
@@ -74,3 +77,174 @@ def member_ledger(member: Member) -> QuerySet[LedgerEntry]:
         .select_related("event")
         .order_by("-id")
     )
+
+
+# --- leaderboards and ranks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    kind: str
+    start: dt.date
+
+    @property
+    def label(self) -> str:
+        if self.kind == "month":
+            return self.start.strftime("%Y-%m")
+        if self.kind == "week":
+            return self.start.isoformat()
+        return "all_time"
+
+
+def period_resolve(
+    community: Community, kind: str, month: str | None = None, now: dt.datetime | None = None
+) -> Period:
+    """``all_time`` | ``month`` (this month, or ``month=YYYY-MM``) | ``week`` (this week),
+    in the community's time zone."""
+    from points.exceptions import FieldError, InvalidPeriod
+    from points.models import PeriodKind, PeriodTotal
+    from points.timeutils import month_start, today, week_start
+
+    day = today(community.timezone, now)
+    if kind == PeriodKind.ALL_TIME:
+        return Period(kind, PeriodTotal.ALL_TIME_START)
+    if kind == PeriodKind.MONTH:
+        if month:
+            try:
+                start = dt.datetime.strptime(month, "%Y-%m").date()  # noqa: DTZ007 - a date
+            except ValueError as exc:
+                raise InvalidPeriod([FieldError("month", "invalid", "must be YYYY-MM")]) from exc
+            if start > day:
+                raise InvalidPeriod([FieldError("month", "in_future", "is in the future")])
+            return Period(kind, start)
+        return Period(kind, month_start(day))
+    if kind == PeriodKind.WEEK:
+        return Period(kind, week_start(day))
+    raise InvalidPeriod([FieldError("period", "invalid_choice", "must be all_time, month or week")])
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    rank: int
+    position: int
+    member: str
+    display_name: str
+    points: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    built_at: dt.datetime | None
+    total: int
+
+
+def snapshot_info(community: Community, period: Period) -> Snapshot:
+    from points.models import RankBuild
+
+    build = RankBuild.objects.filter(
+        community=community, kind=period.kind, start=period.start
+    ).first()
+    if build is None:
+        return Snapshot(None, 0)
+    return Snapshot(build.built_at, build.ranked)
+
+
+def _rows(
+    community: Community, period: Period, where: str, params: list[Any], limit: int
+) -> list[BoardRow]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT s.rank, s.position, m.external_id, m.display_name, s.points
+            FROM points_ranksnapshot s JOIN points_member m ON m.id = s.member_id
+            WHERE s.community_id = %s AND s.kind = %s AND s.start = %s AND {where}
+            ORDER BY s.position LIMIT %s
+            """,  # noqa: S608 - `where` is one of our constant fragments
+            [community.pk, period.kind, period.start, *params, limit],
+        )
+        return [BoardRow(*row) for row in cursor.fetchall()]
+
+
+def leaderboard_page(
+    community: Community, period: Period, after_position: int = 0, size: int = 50
+) -> list[BoardRow]:
+    """Ranked rows after a position (keyset on the snapshot's position: O(size) per page)."""
+    return _rows(community, period, "s.position > %s", [after_position], size)
+
+
+@dataclass(frozen=True)
+class MemberRank:
+    period: Period
+    rank: int | None
+    points: int
+    ranked_points: int | None
+    total: int
+    percentile: float | None
+    above: list[BoardRow]
+    below: list[BoardRow]
+    built_at: dt.datetime | None
+
+
+def member_rank(
+    community: Community, member: Member, period: Period, neighbours: int = 3
+) -> MemberRank:
+    """A member's rank from the snapshot (one index probe), their live points beside it, and
+    the ``neighbours`` members just above and below by display position."""
+    from points.models import PeriodTotal, RankSnapshot
+
+    live = (
+        PeriodTotal.objects.filter(member=member, kind=period.kind, start=period.start)
+        .values_list("points", flat=True)
+        .first()
+    ) or 0
+    info = snapshot_info(community, period)
+    snap = (
+        RankSnapshot.objects.filter(
+            community=community, kind=period.kind, start=period.start, member=member
+        )
+        .values_list("rank", "position", "points")
+        .first()
+    )
+    if snap is None:
+        return MemberRank(period, None, live, None, info.total, None, [], [], info.built_at)
+    rank, position, ranked_points = snap
+    window = _rows(
+        community,
+        period,
+        "s.position BETWEEN %s AND %s",
+        [position - neighbours, position + neighbours],
+        2 * neighbours + 1,
+    )
+    above = [r for r in window if r.position < position]
+    below = [r for r in window if r.position > position]
+    # share of ranked members at or below this member: rank 1 of 200 is 100.0, last is 0.5
+    percentile = round(100.0 * (info.total - rank + 1) / info.total, 1) if info.total else None
+    return MemberRank(
+        period, rank, live, ranked_points, info.total, percentile, above, below, info.built_at
+    )
+
+
+def member_from_token(token: str) -> Member:
+    """The member a token was issued for; ``InvalidMemberToken`` if tampered or expired."""
+    import time
+
+    from django.core import signing
+
+    from points.exceptions import InvalidMemberToken
+
+    try:
+        payload = signing.loads(token, salt=MEMBER_TOKEN_SALT)
+    except signing.BadSignature as exc:
+        raise InvalidMemberToken("The link is invalid.") from exc
+    if not isinstance(payload, dict) or int(payload.get("exp", 0)) < time.time():
+        raise InvalidMemberToken("The link has expired; ask the bot for a new one.")
+    member = (
+        Member.objects.select_related("community")
+        .filter(pk=int(payload.get("m", 0)), community_id=int(payload.get("c", 0)))
+        .first()
+    )
+    if member is None:
+        raise InvalidMemberToken("The link is invalid.")
+    return member

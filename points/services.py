@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +20,16 @@ from points.models import (
     DailyTally,
     EntryKind,
     EventType,
+    Member,
     MemberStatus,
+    PeriodKind,
+    PeriodTotal,
     RuleSet,
     Scope,
 )
 from points.rules import DEFAULT_RULES, Tally, parse_rules, score_event
-from points.selectors import RuleVersion, rules_in_force
-from points.timeutils import local_day
+from points.selectors import MEMBER_TOKEN_SALT, RuleVersion, rules_in_force
+from points.timeutils import local_day, month_start, week_start
 
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -149,6 +153,10 @@ class _MemberState:
     status: str
     left_at: dt.datetime | None
     changed: bool = False
+    initial_status: str = ""
+
+    def __post_init__(self) -> None:
+        self.initial_status = self.status
 
 
 def event_ingest(*, community: Community, event: EventInput) -> IngestOutcome:
@@ -285,6 +293,7 @@ def _score_and_post(
     days = {i: local_day(occurred[i], tz) for i in valid}
     tallies = _read_tallies({(members[events[i].member].id, days[i]) for i in valid})
     touched_tallies: set[tuple[int, dt.date, str]] = set()
+    period_deltas: dict[tuple[int, str, dt.date], int] = defaultdict(int)
 
     event_rows: list[tuple[Any, ...]] = []
     entries: list[tuple[str, int, int, int, str, int]] = []
@@ -312,6 +321,8 @@ def _score_and_post(
             state.balance += points
             state.lifetime += points
             state.changed = True
+            for kind, start in _periods_of(day):
+                period_deltas[(state.id, kind, start)] += points
             for award in awards:
                 if award.points:
                     entries.append(
@@ -359,7 +370,17 @@ def _score_and_post(
         raise _ConcurrentDuplicate
     _write_tallies(community.pk, {k: tallies[k] for k in touched_tallies})
     _insert_entries(community.pk, entries, event_ids, now)
-    _write_members([s for s in members.values() if s.changed])
+    changed = [s for s in members.values() if s.changed]
+    _write_members(changed)
+    _add_period_points(community.pk, period_deltas, members)
+
+
+def _periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
+    return (
+        (PeriodKind.ALL_TIME.value, PeriodTotal.ALL_TIME_START),
+        (PeriodKind.MONTH.value, month_start(day)),
+        (PeriodKind.WEEK.value, week_start(day)),
+    )
 
 
 def _json(value: Any) -> str | None:
@@ -522,6 +543,55 @@ def _insert_entries(
         )
 
 
+def _add_period_points(
+    community_id: int,
+    deltas: dict[tuple[int, str, dt.date], int],
+    members: dict[str, _MemberState],
+) -> None:
+    """Add the batch's points to each member's period totals and keep ``active`` in step
+    with the member's status (left members are not ranked)."""
+    status_changed = {
+        s.id: s.status == MemberStatus.ACTIVE
+        for s in members.values()
+        if s.status != s.initial_status
+    }
+    if not deltas and not status_changed:
+        return
+    active = {s.id: s.status == MemberStatus.ACTIVE for s in members.values()}
+    keys = sorted(deltas)
+    with connection.cursor() as cursor:
+        if keys:
+            cursor.execute(
+                """
+                INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points,
+                                                     active)
+                SELECT %s, x.member_id, x.kind, x.start, x.points, x.active
+                FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::bigint[], %s::boolean[])
+                     AS x(member_id, kind, start, points, active)
+                ON CONFLICT (member_id, kind, start) DO UPDATE
+                    SET points = p.points + EXCLUDED.points, active = EXCLUDED.active
+                """,
+                [
+                    community_id,
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [deltas[k] for k in keys],
+                    [active[k[0]] for k in keys],
+                ],
+            )
+        if status_changed:
+            ids = sorted(status_changed)
+            cursor.execute(
+                """
+                UPDATE points_periodtotal AS p SET active = x.active
+                FROM unnest(%s::bigint[], %s::boolean[]) AS x(member_id, active)
+                WHERE p.member_id = x.member_id AND p.active IS DISTINCT FROM x.active
+                """,
+                [ids, [status_changed[i] for i in ids]],
+            )
+
+
 def _write_members(states: list[_MemberState]) -> None:
     if not states:
         return
@@ -585,3 +655,122 @@ def ledger_reconcile(*, community: Community, period: str) -> dict[str, Any]:
         run.finished_at = timezone.now()
         run.save(update_fields=["result", "finished_at"])
     return result
+
+
+# --- rank snapshots ---------------------------------------------------------------------------
+
+RANK_FRESHNESS = dt.timedelta(seconds=30)
+
+
+def rank_snapshot_build(
+    *, community: Community, kind: str, start: dt.date, force: bool = False
+) -> bool:
+    """Rebuild one period's rank snapshot with one set-based ``rank() OVER`` statement.
+
+    Skips (returns False) when another process is building the same period (advisory lock),
+    or, unless ``force``, when no ledger entry of the community was written since the last
+    build. Ties share a rank (competition ranking); ``position`` breaks ties by member id for
+    a stable display order. Members who left and members with no points are not ranked.
+    """
+    from points.models import RankBuild
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtext(%s))",
+            [f"ranks:{community.pk}:{kind}:{start.isoformat()}"],
+        )
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute(
+            "SELECT COALESCE(max(id), 0) FROM points_ledgerentry WHERE community_id = %s",
+            [community.pk],
+        )
+        high_water = cursor.fetchone()[0]
+        build = RankBuild.objects.filter(community=community, kind=kind, start=start).first()
+        if build is not None and not force and build.ledger_high_water >= high_water:
+            return False
+        cursor.execute(
+            "DELETE FROM points_ranksnapshot WHERE community_id = %s AND kind = %s AND start = %s",
+            [community.pk, kind, start],
+        )
+        cursor.execute(
+            """
+            INSERT INTO points_ranksnapshot (community_id, kind, start, member_id, rank, position,
+                                             points)
+            SELECT community_id, kind, start, member_id,
+                   rank() OVER (ORDER BY points DESC),
+                   row_number() OVER (ORDER BY points DESC, member_id),
+                   points
+            FROM points_periodtotal
+            WHERE community_id = %s AND kind = %s AND start = %s AND active AND points > 0
+            """,
+            [community.pk, kind, start],
+        )
+        ranked = cursor.rowcount
+        RankBuild.objects.update_or_create(
+            community=community,
+            kind=kind,
+            start=start,
+            defaults={
+                "built_at": timezone.now(),
+                "ledger_high_water": high_water,
+                "ranked": ranked,
+            },
+        )
+    return True
+
+
+def rank_snapshots_refresh(*, community: Community, now: dt.datetime | None = None) -> int:
+    """Rebuild the current periods (all time, this month, this week) that changed."""
+    from points.timeutils import today
+
+    day = today(community.timezone, now)
+    built = 0
+    for kind, start in _periods_of(day):
+        built += rank_snapshot_build(community=community, kind=kind, start=start)
+    return built
+
+
+def rank_snapshot_ensure(*, community: Community, kind: str, start: dt.date) -> None:
+    """Make sure a read finds a snapshot: build the first one now; if the one there is older
+    than a minute (the beat job normally keeps current periods within 30 s), queue a rebuild
+    and serve the one there meanwhile."""
+    import logging
+
+    from points.models import RankBuild
+
+    build = RankBuild.objects.filter(community=community, kind=kind, start=start).first()
+    if build is None:
+        rank_snapshot_build(community=community, kind=kind, start=start, force=True)
+        return
+    if timezone.now() - build.built_at > 2 * RANK_FRESHNESS:
+        from points.tasks import rank_snapshot_build_period
+
+        try:
+            rank_snapshot_build_period.delay(community.pk, kind, start.isoformat())
+        except Exception:  # noqa: BLE001 - a broker outage must not fail a read
+            logging.getLogger(__name__).warning("could not queue a rank rebuild", exc_info=True)
+
+
+# --- member tokens ------------------------------------------------------------------------------
+
+MEMBER_TOKEN_DEFAULT_TTL = dt.timedelta(hours=24)
+MEMBER_TOKEN_MAX_TTL = dt.timedelta(days=7)
+
+
+def member_token_issue(
+    *, member: Member, ttl: dt.timedelta = MEMBER_TOKEN_DEFAULT_TTL
+) -> tuple[str, dt.datetime]:
+    """A signed, expiring token bound to one member of one community (HMAC with SECRET_KEY).
+
+    Nothing is stored: the signature proves the token was issued here, ``exp`` bounds it.
+    """
+    from django.core import signing
+
+    ttl = min(max(ttl, dt.timedelta(minutes=1)), MEMBER_TOKEN_MAX_TTL)
+    expires_at = (timezone.now() + ttl).replace(microsecond=0)
+    token = signing.dumps(
+        {"c": member.community_id, "m": member.pk, "exp": int(expires_at.timestamp())},
+        salt=MEMBER_TOKEN_SALT,
+    )
+    return token, expires_at

@@ -25,3 +25,32 @@ def ledger_reconcile_all() -> int:
     for community_id in ids:
         ledger_reconcile_community.delay(community_id, period)
     return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def rank_snapshots_refresh_community(community_id: int) -> int:
+    from points.services import rank_snapshots_refresh
+
+    return rank_snapshots_refresh(community=Community.objects.get(pk=community_id))
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def rank_snapshot_build_period(community_id: int, kind: str, start: str) -> bool:
+    import datetime as dt
+
+    from points.services import rank_snapshot_build
+
+    return rank_snapshot_build(
+        community=Community.objects.get(pk=community_id),
+        kind=kind,
+        start=dt.date.fromisoformat(start),
+    )
+
+
+@shared_task
+def rank_snapshots_refresh_all() -> int:
+    """Every 30 s: one refresh task per community (each skips periods that did not change)."""
+    ids = list(Community.objects.values_list("pk", flat=True))
+    for community_id in ids:
+        rank_snapshots_refresh_community.delay(community_id)
+    return len(ids)

@@ -1,7 +1,10 @@
 """Django REST Framework and OpenAPI settings."""
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.auth.ApiKeyAuthentication",
+        "api.auth.MemberTokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["api.auth.HasCommunityScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
@@ -32,7 +35,13 @@ SPECTACULAR_SETTINGS = {
                 "in": "header",
                 "name": "Authorization",
                 "description": "`Api-Key <key>`",
-            }
+            },
+            "MemberToken": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "`Member <token>` from POST …/members/{m}/token (read-only).",
+            },
         }
     },
     "SECURITY": [{"ApiKeyAuth": []}],

@@ -28,6 +28,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # Every periodic job is declared here and nowhere else.
 CELERY_BEAT_SCHEDULE = {
+    "rank-snapshots-refresh": {
+        "task": "points.tasks.rank_snapshots_refresh_all",
+        "schedule": 30.0,
+    },
     "ledger-reconcile-nightly": {
         "task": "points.tasks.ledger_reconcile_all",
         "schedule": crontab(hour=3, minute=17),

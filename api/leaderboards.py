@@ -1,0 +1,263 @@
+"""Leaderboards, member ranks and member tokens (thin views over ``points.selectors``)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from api import schema
+from api.serializers import (
+    BoardRowSerializer,
+    LeaderboardQuerySerializer,
+    LeaderboardSerializer,
+    MemberRankSerializer,
+    MemberTokenInputSerializer,
+    MemberTokenSerializer,
+    PeriodQuerySerializer,
+)
+from points.exceptions import FieldError, InvalidPeriod
+from points.models import Community, Scope
+from points.selectors import (
+    BoardRow,
+    MemberRank,
+    Period,
+    leaderboard_page,
+    member_by_external_id,
+    member_rank,
+    period_resolve,
+    snapshot_info,
+)
+from points.services import member_token_issue, rank_snapshot_ensure
+
+PERIOD_PARAMS = [
+    OpenApiParameter("period", str, enum=["all_time", "month", "week"], default="all_time"),
+    OpenApiParameter("month", str, description="A past month, YYYY-MM, with period=month."),
+]
+
+
+def _community(request: Request) -> Community:
+    return request.auth.community  # type: ignore[union-attr]
+
+
+def _period(request: Request, query: dict[str, Any]) -> Period:
+    period = period_resolve(_community(request), query["period"], query.get("month"))
+    rank_snapshot_ensure(community=_community(request), kind=period.kind, start=period.start)
+    return period
+
+
+def _row(row: BoardRow) -> dict[str, Any]:
+    return BoardRowSerializer(row).data
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+        if not raw.startswith("p:"):
+            raise ValueError(raw)
+        return max(int(raw[2:]), 0)
+    except ValueError as exc:
+        raise InvalidPeriod([FieldError("cursor", "invalid", "is not a valid cursor")]) from exc
+
+
+def _encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p:{position}".encode()).decode().rstrip("=")
+
+
+def rank_body(result: MemberRank) -> dict[str, Any]:
+    age = None
+    if result.built_at is not None:
+        age = int((timezone.now() - result.built_at).total_seconds())
+    return MemberRankSerializer(
+        {
+            "period": result.period.label,
+            "start": result.period.start,
+            "rank": result.rank,
+            "points": result.points,
+            "ranked_points": result.ranked_points,
+            "total": result.total,
+            "percentile": result.percentile,
+            "above": result.above,
+            "below": result.below,
+            "as_of": result.built_at,
+            "age_seconds": age,
+        }
+    ).data
+
+
+class LeaderboardView(APIView):
+    required_scope = Scope.MEMBERS_READ
+    member_access = "public"
+
+    @extend_schema(
+        operation_id="leaderboard",
+        summary="Ranked members of a period",
+        description=(
+            "Competition ranking (ties share a rank; display order breaks ties by member). "
+            "Periods are in the community's time zone. Ranks come from a snapshot rebuilt "
+            "within 30 s of a change; `as_of` says when. Members who left are not ranked."
+        ),
+        parameters=[
+            *PERIOD_PARAMS,
+            OpenApiParameter("cursor", str, description="From `next`."),
+            OpenApiParameter("size", int, description="Rows per page, ≤ 200 (default 50)."),
+        ],
+        responses={
+            200: LeaderboardSerializer,
+            400: schema.PROBLEM,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "This month",
+                value={
+                    "period": "2026-11",
+                    "start": "2026-11-01",
+                    "total": 3,
+                    "as_of": "2026-11-23T10:00:00+08:00",
+                    "next": None,
+                    "results": [
+                        {"rank": 1, "member": "wxid_alice", "display_name": "Alice", "points": 120},
+                        {"rank": 2, "member": "wxid_bob", "display_name": "Bob", "points": 90},
+                        {"rank": 2, "member": "wxid_carol", "display_name": "Carol", "points": 90},
+                    ],
+                },
+                response_only=True,
+            ),
+            schema.example_problem(
+                400,
+                "invalid_period",
+                "Invalid period",
+                [{"field": "month", "code": "invalid", "message": "must be YYYY-MM"}],
+            ),
+        ],
+        tags=["ranks"],
+    )
+    def get(self, request: Request, community: str) -> Response:
+        query = LeaderboardQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        period = _period(request, query.validated_data)
+        size = query.validated_data["size"]
+        rows = leaderboard_page(
+            _community(request), period, _decode_cursor(query.validated_data.get("cursor")), size
+        )
+        info = snapshot_info(_community(request), period)
+        next_url = None
+        if len(rows) == size:
+            params = request.query_params.copy()
+            params["cursor"] = _encode_cursor(rows[-1].position)
+            next_url = request.build_absolute_uri(request.path) + "?" + params.urlencode()
+        return Response(
+            {
+                "period": period.label,
+                "start": period.start,
+                "total": info.total,
+                "as_of": info.built_at,
+                "next": next_url,
+                "results": [_row(r) for r in rows],
+            }
+        )
+
+
+class MemberRankView(APIView):
+    required_scope = Scope.MEMBERS_READ
+    member_access = "self"
+
+    @extend_schema(
+        operation_id="members_rank",
+        summary="A member's rank, points, percentile and neighbours",
+        parameters=PERIOD_PARAMS,
+        responses={
+            200: MemberRankSerializer,
+            400: schema.PROBLEM,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Rank",
+                value={
+                    "period": "all_time",
+                    "start": "2000-01-01",
+                    "rank": 2,
+                    "points": 95,
+                    "ranked_points": 90,
+                    "total": 3,
+                    "percentile": 66.7,
+                    "above": [
+                        {"rank": 1, "member": "wxid_alice", "display_name": "Alice", "points": 120}
+                    ],
+                    "below": [
+                        {"rank": 2, "member": "wxid_carol", "display_name": "Carol", "points": 90}
+                    ],
+                    "as_of": "2026-11-23T10:00:00+08:00",
+                    "age_seconds": 12,
+                },
+                response_only=True,
+            ),
+        ],
+        tags=["ranks"],
+    )
+    def get(self, request: Request, community: str, member: str) -> Response:
+        query = PeriodQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        found = member_by_external_id(_community(request), member)
+        period = _period(request, query.validated_data)
+        return Response(rank_body(member_rank(_community(request), found, period)))
+
+
+class MemberTokenView(APIView):
+    required_scope = Scope.MEMBERS_READ
+
+    @extend_schema(
+        operation_id="members_token",
+        summary="A signed, expiring link to the member page",
+        description=(
+            "The link opens the member's own page; the token also authenticates read-only API "
+            "calls as `Authorization: Member <token>` for that member and the public boards."
+        ),
+        request=MemberTokenInputSerializer,
+        responses={
+            201: MemberTokenSerializer,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+            404: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Token",
+                value={
+                    "token": "eyJjIjoxLCJtIjo0MiwiZXhwIjoxNzk0MDAwMDAwfQ:1vN...:abc",
+                    "url": "https://svc.example/m/eyJjIjoxLCJtIjo0MiwiZXhwIjoxNzk0MDAwMDAwfQ:1vN...:abc/",
+                    "expires_at": "2026-11-24T10:00:00+08:00",
+                },
+                response_only=True,
+            ),
+        ],
+        tags=["members"],
+    )
+    def post(self, request: Request, community: str, member: str) -> Response:
+        body = MemberTokenInputSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        found = member_by_external_id(_community(request), member)
+        token, expires_at = member_token_issue(
+            member=found, ttl=dt.timedelta(seconds=body.validated_data["ttl_seconds"])
+        )
+        url = request.build_absolute_uri(reverse("member-page", args=[token]))
+        return Response(
+            {"token": token, "url": url, "expires_at": expires_at},
+            status=status.HTTP_201_CREATED,
+        )
