@@ -20,6 +20,7 @@ run: $(STAMP)
 
 ## Install what the tests need and run the whole suite (DATABASE_URL, else :5432, else embedded).
 test: $(STAMP)
+	@bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -93,7 +93,7 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
         "board": board,
         "me_in_board": in_board,
         "history": history,
-        "streak": 0,
+        "streak": None,  # check-in streaks arrive with the full rule engine
         "honors": [],
         "tier": None,
     }
