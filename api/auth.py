@@ -21,6 +21,14 @@ KEYWORD = "api-key"
 MEMBER_KEYWORD = "member"
 
 
+class InvalidMemberTokenFailed(exceptions.AuthenticationFailed):
+    """A member token that is malformed, tampered with or expired (problem code
+    ``invalid_member_token``, not ``invalid_api_key``)."""
+
+    default_detail = "Invalid or expired member token."
+    default_code = "invalid_member_token"
+
+
 class MemberGrant:
     """What a member token allows: reading that one member's data and the public boards."""
 
@@ -40,7 +48,7 @@ class MemberTokenAuthentication(BaseAuthentication):
         try:
             return (None, MemberGrant(member_from_token(token.strip())))
         except InvalidMemberToken as exc:
-            raise exceptions.AuthenticationFailed(exc.detail) from exc
+            raise InvalidMemberTokenFailed(exc.detail) from exc
 
 
 class ApiKeyAuthentication(BaseAuthentication):

@@ -14,13 +14,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from api.auth import InvalidMemberTokenFailed
 from api.parsers import PayloadTooLarge
 from points.exceptions import DomainError, FieldError
 
 PROBLEM_BASE = "https://docs.incentives.example/problems/"
 CONTENT_TYPE = "application/problem+json"
 
+# The first matching class wins: subclasses come before their base classes.
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
+    InvalidMemberTokenFailed: "invalid_member_token",
     exceptions.ParseError: "malformed_json",
     exceptions.AuthenticationFailed: "invalid_api_key",
     exceptions.NotAuthenticated: "missing_api_key",

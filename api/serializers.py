@@ -36,6 +36,16 @@ class AwareDateTimeField(serializers.DateTimeField):
         return parsed
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
 class ContentInputSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=128, required=False)
     author = serializers.CharField(max_length=64, required=False)
@@ -77,6 +87,10 @@ class EventInputSerializer(serializers.Serializer):
         if len(json.dumps(value, ensure_ascii=False).encode()) > META_MAX_BYTES:
             raise serializers.ValidationError(
                 f"is larger than {META_MAX_BYTES} bytes", code="too_large"
+            )
+        if _contains_nul(value):  # PostgreSQL's jsonb cannot store U+0000
+            raise serializers.ValidationError(
+                "must not contain the NUL character (U+0000)", code="null_characters_not_allowed"
             )
         return value
 

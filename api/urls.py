@@ -1,6 +1,22 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from api import leaderboards, views
+
+
+class MemberIdConverter:
+    """A member id: any text but '/' and NUL (PostgreSQL text cannot hold U+0000, so such an
+    id can never exist; it is answered 404 instead of failing in the database driver)."""
+
+    regex = r"[^/\x00]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(MemberIdConverter, "member")
 
 urlpatterns = [
     path("communities/<slug:community>/events", views.EventCreateView.as_view(), name="events"),
@@ -10,22 +26,22 @@ urlpatterns = [
         name="events-batch",
     ),
     path(
-        "communities/<slug:community>/members/<str:member>",
+        "communities/<slug:community>/members/<member:member>",
         views.MemberDetailView.as_view(),
         name="member-detail",
     ),
     path(
-        "communities/<slug:community>/members/<str:member>/ledger",
+        "communities/<slug:community>/members/<member:member>/ledger",
         views.MemberLedgerView.as_view(),
         name="member-ledger",
     ),
     path(
-        "communities/<slug:community>/members/<str:member>/rank",
+        "communities/<slug:community>/members/<member:member>/rank",
         leaderboards.MemberRankView.as_view(),
         name="member-rank",
     ),
     path(
-        "communities/<slug:community>/members/<str:member>/token",
+        "communities/<slug:community>/members/<member:member>/token",
         leaderboards.MemberTokenView.as_view(),
         name="member-token",
     ),

@@ -244,11 +244,15 @@ class EventBatchView(APIView):
 
 
 def _batch_error(
-    client_id: Any, code: str, message: str, errors: list[dict[str, str]]
+    client_id: Any,
+    code: str,
+    message: str,
+    errors: list[dict[str, str]],
+    item_status: str = IngestStatus.INVALID,
 ) -> dict[str, Any]:
     return {
         "id": client_id if isinstance(client_id, str) else None,
-        "status": IngestStatus.INVALID,
+        "status": item_status,
         "error": {"code": code, "message": message, "errors": errors},
     }
 
@@ -269,6 +273,7 @@ def _batch_item(outcome: IngestOutcome) -> dict[str, Any]:
             "event_conflict",
             "This id was already used with a different body.",
             field_errors(outcome.errors),
+            IngestStatus.CONFLICT,
         )
     return _batch_error(
         outcome.client_id, "validation_error", "The event is invalid.", field_errors(outcome.errors)

@@ -28,21 +28,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKeyAuth": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "Authorization",
-                "description": "`Api-Key <key>`",
-            },
-            "MemberToken": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "Authorization",
-                "description": "`Member <token>` from POST …/members/{m}/token (read-only).",
-            },
-        }
-    },
-    "SECURITY": [{"ApiKeyAuth": []}],
+    # Security schemes (ApiKeyAuth, MemberToken) come from the extensions in api/schema.py.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.problem_media_type",
+    ],
 }

@@ -1,0 +1,357 @@
+"""Orchestration: database, server, phases, figures, profiles.
+
+Figures go to stdout, one per line, as ``name: ours X unit, raw baseline Y unit, ratio Z``;
+progress, settings and the profile paths go to stderr as ``# …`` lines.
+
+Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
+BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (sync),
+BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
+BENCH_PROFILE (1), BENCH_PYSPY (1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from bench import database, profiling
+from bench.load import (
+    BatchClient,
+    EventSource,
+    HttpGetter,
+    HttpPoster,
+    PhaseResult,
+    SingleClient,
+    Step,
+    run_phase,
+)
+from bench.server import ROOT, gunicorn
+
+OUT_DIR = ROOT / "var" / "bench"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def note(text: str) -> None:
+    print(f"# {text}", file=sys.stderr, flush=True)
+
+
+def figure(name: str, ours: float, raw: float, unit: str, raw_unit: str | None = None) -> None:
+    ratio = ours / raw if raw else float("nan")
+    digits = 0 if max(ours, raw) >= 100 else 1
+    print(
+        f"{name}: ours {ours:.{digits}f} {unit}, raw baseline {raw:.{digits}f} "
+        f"{raw_unit or unit}, ratio {ratio:.2f}",
+        flush=True,
+    )
+
+
+def describe(result: PhaseResult, unit: str) -> None:
+    text = (
+        f"{result.name}: {result.units} {unit} in {result.seconds:.1f} s = {result.rate:.0f} "
+        f"{unit}/s; {result.requests} requests, p50 {result.latency_ms(0.5):.1f} ms, "
+        f"p99 {result.latency_ms(0.99):.1f} ms, errors {result.errors}"
+    )
+    if result.cpu_busy is not None:
+        text += f", CPU {100 * result.cpu_busy:.0f}% busy"
+    if result.first_error:
+        text += f" (first: {result.first_error})"
+    note(text)
+
+
+def setup_django(bench_url: str) -> tuple[str, str]:
+    """Point this process at the bench database, migrate it, create a community and a key."""
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
+    os.environ["DB_CONN_MAX_AGE"] = "600"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    from points.models import Scope
+    from points.services import api_key_create, community_create
+
+    call_command("migrate", interactive=False, verbosity=0)
+    community = community_create(slug="bench", name="Bench community")
+    _key, plain = api_key_create(community=community, scopes=[Scope.EVENTS_WRITE], name="bench")
+    connections.close_all()
+    return community.slug, plain
+
+
+def close_django() -> None:
+    """Close this process's connections to the bench database, if Django was set up."""
+    from django.apps import apps
+
+    if apps.ready:
+        from django.db import connections
+
+        connections.close_all()
+
+
+def main() -> int:
+    seconds = _env_float("BENCH_SECONDS", 8)
+    warmup = _env_float("BENCH_WARMUP", 2)
+    clients = _env_int("BENCH_CLIENTS", 4)
+    size = _env_int("BENCH_BATCH", 500)
+    members = _env_int("BENCH_MEMBERS", 10_000)
+    workers = _env_int("BENCH_WORKERS", 3)
+    worker_class = os.environ.get("BENCH_WORKER_CLASS", "sync")
+    threads = _env_int("BENCH_THREADS", 4)
+    dbname = os.environ.get("BENCH_DB", "bench_incentives")
+    keep_db = os.environ.get("BENCH_KEEP_DB") == "1"
+    started = time.monotonic()
+    run_id = time.strftime("%H%M%S")
+
+    server_url = database.server_url()
+    bench_url = database.recreate(server_url, dbname)
+    try:
+        slug, api_key = setup_django(bench_url)
+        database.create_raw_table(bench_url)
+        pg = database.server_settings(bench_url)
+        note(
+            f"database {dbname} (PostgreSQL {pg['server_version']}, synchronous_commit="
+            f"{pg['synchronous_commit']}, fsync={pg['fsync']}, "
+            f"wal_sync_method={pg['wal_sync_method']}); {clients} clients, {seconds:g} s per "
+            f"phase after {warmup:g} s warm-up, {members} members"
+        )
+        env = dict(os.environ)
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        with gunicorn(
+            env=env,
+            workers=workers,
+            worker_class=worker_class,
+            threads=threads,
+            log_path=OUT_DIR / "gunicorn.log",
+        ) as server:
+            note(f"server: {server.description} on 127.0.0.1:{server.port}, CONN_MAX_AGE=600")
+            _measure(
+                server.port,
+                server.pid,
+                server.description,
+                slug,
+                api_key,
+                bench_url,
+                clients=clients,
+                seconds=seconds,
+                warmup=warmup,
+                size=size,
+                members=members,
+                run_id=run_id,
+            )
+        if os.environ.get("BENCH_PROFILE", "1") == "1":
+            paths = profiling.profile_in_process(
+                slug=slug,
+                api_key=api_key,
+                out_dir=OUT_DIR,
+                members=members,
+                singles=500,
+                batches=6,
+                size=size,
+            )
+            for name, path in paths.items():
+                note(f"pyinstrument ({name}): {path.relative_to(ROOT)}")
+                text = path.read_text()
+                note("    " + text.splitlines()[1])
+                for row in profiling.top_lines(text, "by layer", 6):
+                    note(f"    {row}")
+                for row in profiling.top_lines(text, "top 25 by self time", 5):
+                    note(f"    {row}")
+    finally:
+        close_django()
+        if not keep_db:
+            database.drop(server_url, dbname)
+    note(f"bench finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _raw(
+    name: str,
+    steppers: list[database.RawSingleInserter] | list[database.RawBatchInserter],
+    *,
+    warmup: float,
+    seconds: float,
+) -> PhaseResult:
+    try:
+        result = run_phase(name, [w.step for w in steppers], warmup=warmup, duration=seconds)
+    finally:
+        for w in steppers:
+            w.close()
+    describe(result, "rows")
+    return result
+
+
+def _both(before: PhaseResult, after: PhaseResult) -> PhaseResult:
+    """One baseline from the runs before and after ours, so that drift cancels out."""
+    busy = [r.cpu_busy for r in (before, after) if r.cpu_busy is not None]
+    both = PhaseResult(
+        name=before.name,
+        units=before.units + after.units,
+        requests=before.requests + after.requests,
+        errors=before.errors + after.errors,
+        seconds=before.seconds + after.seconds,
+        latencies=before.latencies + after.latencies,
+        first_error=before.first_error or after.first_error,
+        cpu_busy=sum(busy) / len(busy) if busy else None,
+    )
+    note(
+        f"{before.name} baseline: {before.rate:.0f} before and {after.rate:.0f} after ours, "
+        f"{both.rate:.0f} rows/s together"
+    )
+    return both
+
+
+def _measure(
+    port: int,
+    pid: int,
+    server: str,
+    slug: str,
+    api_key: str,
+    bench_url: str,
+    *,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    size: int,
+    members: int,
+    run_id: str,
+) -> None:
+    """Each of ours runs between two runs of its raw baseline (same clients, same table)."""
+    single_path = f"/api/v1/communities/{slug}/events"
+    batch_path = f"/api/v1/communities/{slug}/events/batch"
+
+    def raw_single(tag: str) -> PhaseResult:
+        inserters = [
+            database.RawSingleInserter(bench_url, database.RawRows(f"{tag}-{i}", i, members))
+            for i in range(clients)
+        ]
+        return _raw("raw single-row INSERT+COMMIT", inserters, warmup=warmup, seconds=seconds)
+
+    def raw_batch(tag: str) -> PhaseResult:
+        inserters = [
+            database.RawBatchInserter(
+                bench_url, database.RawRows(f"{tag}-{i}", 50 + i, members), size
+            )
+            for i in range(clients)
+        ]
+        return _raw("raw multi-row INSERT", inserters, warmup=warmup, seconds=seconds)
+
+    # (1) single events, and replays of them, between two raw single-row runs.
+    raw1_before = raw_single(f"r1a{run_id}")
+
+    # Context: what the web stack alone does here (no database, no auth, no DRF).
+    probes = [HttpGetter(port, "/healthz") for _ in range(clients)]
+    floor = run_phase(
+        "plain Django view GET /healthz", [p.step for p in probes], warmup=1.0, duration=4.0
+    )
+    describe(floor, "requests")
+
+    singles = [
+        SingleClient(
+            HttpPoster(port, single_path, api_key),
+            EventSource(f"s{run_id}-{i}", 100 + i, members),
+        )
+        for i in range(clients)
+    ]
+    ours1 = run_phase(
+        "ours single events", [c.step_new for c in singles], warmup=warmup, duration=seconds
+    )
+    describe(ours1, "events")
+    replay = run_phase(
+        "ours replayed single events",
+        [c.step_replay for c in singles],
+        warmup=min(warmup, 1.0),
+        duration=seconds,
+    )
+    describe(replay, "events")
+    raw1 = _both(raw1_before, raw_single(f"r1b{run_id}"))
+
+    figure(
+        f"single events over HTTP ({clients} clients, {server}) vs raw single-row "
+        f"INSERT+COMMIT ({clients} connections)",
+        ours1.rate,
+        raw1.rate,
+        "events/s",
+        "rows/s",
+    )
+    figure(
+        f"replayed single events over HTTP vs new single events over HTTP ({clients} clients)",
+        replay.rate,
+        ours1.rate,
+        "events/s",
+    )
+    figure(
+        "replayed single event p50 latency vs new single event p50 latency (lower is better)",
+        replay.latency_ms(0.5),
+        ours1.latency_ms(0.5),
+        "ms",
+    )
+    figure(
+        f"plain Django view without database over HTTP ({clients} clients, {server}) vs raw "
+        f"single-row INSERT+COMMIT ({clients} connections)",
+        floor.rate,
+        raw1.rate,
+        "requests/s",
+        "rows/s",
+    )
+
+    # (2) batches between two raw multi-row runs.
+    rawn_before = raw_batch(f"rna{run_id}")
+    batches = [
+        BatchClient(
+            HttpPoster(port, batch_path, api_key),
+            EventSource(f"b{run_id}-{i}", 200 + i, members),
+            size,
+        )
+        for i in range(clients)
+    ]
+    oursn = run_phase(
+        "ours batch events", [c.step for c in batches], warmup=warmup, duration=seconds
+    )
+    describe(oursn, "events")
+    rawn = _both(rawn_before, raw_batch(f"rnb{run_id}"))
+    figure(
+        f"batch events over HTTP ({size} per request, {clients} clients) vs raw multi-row "
+        f"INSERT ({size} rows per statement and commit, {clients} connections)",
+        oursn.rate,
+        rawn.rate,
+        "events/s",
+        "rows/s",
+    )
+
+    # py-spy on the real workers under each load (not part of the figures).
+    if os.environ.get("BENCH_PYSPY", "1") != "1":
+        return
+    if profiling.py_spy_path() is None:
+        note("py-spy not installed: skipped the sampling profile of the workers")
+        return
+    _spy(pid, "single", "single-event", [c.step_new for c in singles])
+    _spy(pid, "batch", "batch", [c.step for c in batches])
+
+
+def _spy(pid: int, name: str, title: str, steps: list[Step]) -> None:
+    raw_path = OUT_DIR / f"py-spy-{name}.txt"
+    spy = profiling.py_spy_start(pid, 5, raw_path)
+    if spy is None:
+        return
+    spied = run_phase(f"ours {title} load under py-spy", steps, warmup=0.5, duration=5.5)
+    describe(spied, "events")
+    if profiling.py_spy_wait(spy, 20) and raw_path.exists():
+        summary_path = OUT_DIR / f"py-spy-{name}-top.txt"
+        text = profiling.py_spy_summary(raw_path, summary_path, f"{title} load")
+        note(f"py-spy (workers under {title} load): {summary_path.relative_to(ROOT)}")
+        for row in profiling.top_lines(text, "by layer", 6):
+            note(f"    {row}")
+        for row in profiling.top_lines(text, "top 25 by self time", 5):
+            note(f"    {row}")
+    else:
+        note(f"py-spy failed; see {raw_path.with_suffix('.log').relative_to(ROOT)}")

@@ -1,0 +1,167 @@
+"""Every error leaves the API as an RFC 9457 problem (application/problem+json)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import RequestFactory
+from rest_framework.test import APIClient
+
+from api.errors import handler400, handler404, handler500
+from points.models import Event, LedgerEntry, Member
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/api/v1/communities/acme"
+EVENT = {"id": "e-1", "type": "share", "member": "alice"}
+
+
+# Each case: (id, scopes of the key or None for no key, request, expected status, expected code)
+CASES: list[tuple[str, list[str] | None, Callable[[APIClient], Any], int, str]] = [
+    ("malformed-json", ["admin"],
+     lambda c: c.post(f"{BASE}/events", data="{", content_type="application/json"),
+     400, "malformed_json"),
+    ("validation", ["admin"],
+     lambda c: c.post(f"{BASE}/events", {"id": "x"}, format="json"), 400, "validation_error"),
+    ("unknown-type", ["admin"],
+     lambda c: c.post(f"{BASE}/events", {**EVENT, "type": "zz"}, format="json"),
+     400, "validation_error"),
+    ("batch-envelope", ["admin"],
+     lambda c: c.post(f"{BASE}/events/batch", {"events": []}, format="json"),
+     400, "validation_error"),
+    ("bad-period", ["admin"],
+     lambda c: c.get(f"{BASE}/leaderboard?period=decade"), 400, "validation_error"),
+    ("missing-key", None, lambda c: c.get(f"{BASE}/members/alice"), 401, "missing_api_key"),
+    ("invalid-key", None,
+     lambda c: c.get(f"{BASE}/members/alice", HTTP_AUTHORIZATION="Api-Key x.y"),
+     401, "invalid_api_key"),
+    ("forbidden", ["events:write"], lambda c: c.get(f"{BASE}/members/alice"), 403, "forbidden"),
+    ("unknown-community", ["admin"],
+     lambda c: c.get("/api/v1/communities/nowhere/members/alice"), 404, "not_found"),
+    ("unknown-member", ["admin"],
+     lambda c: c.get(f"{BASE}/members/nobody"), 404, "member_not_found"),
+    ("unknown-url", ["admin"], lambda c: c.get("/api/v1/nothing/here"), 404, "not_found"),
+    ("unknown-url-no-key", None, lambda c: c.get("/api/v1/"), 404, "not_found"),
+    ("unknown-sub-url", ["admin"],
+     lambda c: c.get(f"{BASE}/members/alice/ledger/extra"), 404, "not_found"),
+    ("get-on-events", ["admin"], lambda c: c.get(f"{BASE}/events"), 405, "method_not_allowed"),
+    ("delete-member", ["admin"],
+     lambda c: c.delete(f"{BASE}/members/alice"), 405, "method_not_allowed"),
+    ("not-acceptable", ["admin"],
+     lambda c: c.get(f"{BASE}/members/alice", HTTP_ACCEPT="text/csv"), 406, "not_acceptable"),
+    ("conflict", ["admin"],
+     lambda c: (c.post(f"{BASE}/events", EVENT, format="json"),
+                c.post(f"{BASE}/events", {**EVENT, "member": "bob"}, format="json"))[1],
+     409, "event_conflict"),
+    ("payload-too-large", ["admin"],
+     lambda c: c.post(f"{BASE}/events/batch", data=b'{"events": ["' +
+                      b"x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE + b'"]}',
+                      content_type="application/json"),
+     413, "payload_too_large"),
+    ("form-encoded", ["admin"],
+     lambda c: c.post(f"{BASE}/events", EVENT), 415, "unsupported_media_type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("scopes", "call", "status", "code"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_error_response_is_problem_json_with_type_title_status_detail_code(
+    community, make_client, scopes, call, status, code
+):
+    client = APIClient() if scopes is None else make_client(community, scopes)
+    Member.objects.get_or_create(community=community, external_id="alice",
+                                 defaults={"joined_at": community.created_at})  # fmt: skip
+
+    response = call(client)
+
+    assert response.status_code == status, response.content[:500]
+    assert response["Content-Type"] == "application/problem+json"
+    body = json.loads(response.content)
+    assert {"type", "title", "status", "detail", "code"} <= set(body)
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"https://docs.incentives.example/problems/{code}"
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    for error in body.get("errors", []):
+        assert set(error) == {"field", "code", "message"}
+
+
+def test_405_names_the_allowed_methods(client_for):
+    response = client_for.get(f"{BASE}/events")
+
+    assert response.status_code == 405
+    assert "POST" in response["Allow"]
+    assert "GET" not in response["Allow"].split(", ")
+
+
+def test_401_carries_www_authenticate(community):
+    response = APIClient().post(f"{BASE}/events", EVENT, format="json")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Api-Key"
+
+
+def test_validation_errors_name_nested_fields_with_dotted_paths(client_for):
+    response = client_for.post(
+        f"{BASE}/events", {**EVENT, "content": {"kind": "spam", "length": "long"}}, format="json"
+    )
+
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert fields == {"content.kind", "content.length"}
+
+
+def test_errors_write_nothing(client_for):
+    before = (Event.objects.count(), LedgerEntry.objects.count(), Member.objects.count())
+
+    for response in (
+        client_for.post(f"{BASE}/events", data="{", content_type="application/json"),
+        client_for.post(f"{BASE}/events", {**EVENT, "type": "zz"}, format="json"),
+        client_for.post(f"{BASE}/events", EVENT),
+        client_for.get(f"{BASE}/events"),
+    ):
+        assert response.status_code >= 400
+
+    assert (Event.objects.count(), LedgerEntry.objects.count(), Member.objects.count()) == before
+
+
+def test_django_level_handlers_answer_with_problems():
+    request = RequestFactory().get("/anything")
+
+    for response, status, code in (
+        (handler404(request, None), 404, "not_found"),
+        (handler500(request), 500, "server_error"),
+        (handler400(request, None), 400, "bad_request"),
+    ):
+        assert response.status_code == status
+        assert response["Content-Type"] == "application/problem+json"
+        body = json.loads(response.content)
+        assert body["code"] == code
+        assert body["status"] == status
+        assert {"type", "title", "detail"} <= set(body)
+
+
+def test_unhandled_exception_in_a_view_is_a_500_problem(client_for, monkeypatch):
+    def explode(**kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("api.views.events_ingest", explode)
+    client = client_for
+    client.raise_request_exception = False
+
+    response = client.post(f"{BASE}/events", EVENT, format="json")
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/problem+json"
+    body = json.loads(response.content)
+    assert body["code"] == "server_error"
+    assert "boom" not in response.content.decode()
