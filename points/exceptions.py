@@ -60,3 +60,9 @@ class InvalidMemberToken(DomainError):
     code = "invalid_member_token"
     status = 401
     title = "Invalid or expired member token"
+
+
+class InsufficientPoints(DomainError):
+    code = "insufficient_points"
+    status = 409
+    title = "Not enough spendable points"

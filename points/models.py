@@ -121,6 +121,9 @@ class Member(models.Model):
     balance = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
     lifetime_points = models.BigIntegerField(default=0)
+    # Points taken back (a reversal) that the balance could not cover: settled from the
+    # member's next awards before they become spendable. The balance itself never goes below 0.
+    owed = models.BigIntegerField(default=0)
     joined_at = models.DateTimeField()
     left_at = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
@@ -133,6 +136,7 @@ class Member(models.Model):
             ),
             models.CheckConstraint(condition=Q(balance__gte=0), name="member_balance_non_negative"),
             models.CheckConstraint(condition=Q(held__gte=0), name="member_held_non_negative"),
+            models.CheckConstraint(condition=Q(owed__gte=0), name="member_owed_non_negative"),
             models.CheckConstraint(
                 condition=Q(held__lte=models.F("balance")), name="member_held_within_balance"
             ),
@@ -195,6 +199,8 @@ class EntryKind(models.TextChoices):
     ADJUSTMENT = "adjustment"
     EXPIRY = "expiry"
     SPEND = "spend"
+    # Pays back ``Member.owed`` out of a new award, in the same transaction as the award.
+    SETTLEMENT = "settlement"
 
 
 class LedgerEntry(models.Model):
@@ -212,6 +218,8 @@ class LedgerEntry(models.Model):
     rule = models.CharField(max_length=100, blank=True)
     rule_version = models.PositiveIntegerField(null=True, blank=True)
     reason = models.CharField(max_length=500, blank=True)
+    # Who made a manual entry: "user:<username>" (admin site) or "key:<prefix>" (API key).
+    actor = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
