@@ -123,7 +123,7 @@ class Member(models.Model):
     lifetime_points = models.BigIntegerField(default=0)
     # Points taken back (a reversal) that the balance could not cover: settled from the
     # member's next awards before they become spendable. The balance itself never goes below 0.
-    owed = models.BigIntegerField(default=0)
+    owed = models.BigIntegerField(default=0, db_default=0)
     joined_at = models.DateTimeField()
     left_at = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
@@ -219,7 +219,7 @@ class LedgerEntry(models.Model):
     rule_version = models.PositiveIntegerField(null=True, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     # Who made a manual entry: "user:<username>" (admin site) or "key:<prefix>" (API key).
-    actor = models.CharField(max_length=150, blank=True)
+    actor = models.CharField(max_length=150, blank=True, db_default="")
     created_at = models.DateTimeField()
 
     class Meta:
