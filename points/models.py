@@ -124,6 +124,9 @@ class Member(models.Model):
     # Points taken back (a reversal) that the balance could not cover: settled from the
     # member's next awards before they become spendable. The balance itself never goes below 0.
     owed = models.BigIntegerField(default=0, db_default=0)
+    # Consecutive local days with a check-in, ending on ``streak_last_day``.
+    streak_days = models.IntegerField(default=0, db_default=0)
+    streak_last_day = models.DateField(null=True, blank=True)
     joined_at = models.DateTimeField()
     left_at = models.DateTimeField(null=True, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
@@ -173,6 +176,14 @@ class Event(models.Model):
     rule_version = models.PositiveIntegerField()
     points = models.IntegerField(default=0)
     result = models.JSONField()
+    # The member the event's points go to (the poster, a reacted-to author, an inviter); null
+    # when the event pays nobody. Re-scoring after a reversal looks events up by it.
+    beneficiary = models.ForeignKey(
+        Member, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    content_hash = models.CharField(max_length=128, blank=True, db_default="")
+    reversed_at = models.DateTimeField(null=True, blank=True)
+    reversal = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -187,6 +198,12 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["community", "member", "occurred_at"]),
             models.Index(fields=["community", "type", "occurred_at"]),
+            models.Index(fields=["beneficiary", "local_day"], name="event_beneficiary_day"),
+            models.Index(
+                fields=["member", "content_hash", "occurred_at"],
+                name="event_member_content_hash",
+                condition=~Q(content_hash=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -250,9 +267,13 @@ class DailyTally(models.Model):
     """
 
     TOTAL = "*"
+    # Distinct check-in days of a month (``span`` month): what monthly quotas count.
+    CHECK_IN_DAYS = "check_in_days"
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    # "day", "week" or "month"; ``day`` is then the first local day of that span.
+    span = models.CharField(max_length=8, default="day", db_default="day")
     day = models.DateField()
     event_type = models.CharField(max_length=40)
     count = models.IntegerField(default=0)
@@ -261,7 +282,8 @@ class DailyTally(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["member", "day", "event_type"], name="tally_unique_member_day_type"
+                fields=["member", "span", "day", "event_type"],
+                name="tally_unique_member_span_day_type",
             ),
         ]
         indexes = [models.Index(fields=["community", "day"])]
@@ -385,3 +407,27 @@ class RankBuild(models.Model):
 
     def __str__(self) -> str:
         return f"{self.community_id} {self.kind} {self.start} @ {self.built_at}"
+
+
+class AwardOnce(models.Model):
+    """A bonus that may be paid once only (a reaction per reacting member and content, a
+    featured post, an invitee, a streak day, a month's quota): the unique key is the guard.
+    Deleted when the award is reversed, so that it can be earned again."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    key = models.CharField(max_length=300)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=32)
+    # Shown on the member as an achievement when set (e.g. a month's check-in quota).
+    achievement = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["community", "key"], name="awardonce_unique_key"),
+        ]
+        indexes = [models.Index(fields=["member", "kind"])]
+
+    def __str__(self) -> str:
+        return self.key

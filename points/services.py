@@ -447,7 +447,7 @@ def _read_tallies(keys: set[tuple[int, dt.date]]) -> dict[tuple[int, dt.date, st
             SELECT t.member_id, t.day, t.event_type, t.count, t.points
             FROM points_dailytally t
             JOIN unnest(%s::bigint[], %s::date[]) AS k(member_id, day)
-              ON t.member_id = k.member_id AND t.day = k.day
+              ON t.member_id = k.member_id AND t.day = k.day AND t.span = 'day'
             """,
             [list(member_ids), list(days)],
         )
@@ -494,7 +494,7 @@ def _write_tallies(community_id: int, tallies: dict[tuple[int, dt.date, str], Ta
             SELECT %s, x.member_id, x.day, x.event_type, x.count, x.points
             FROM unnest(%s::bigint[], %s::date[], %s::text[], %s::int[], %s::int[])
                  AS x(member_id, day, event_type, count, points)
-            ON CONFLICT (member_id, day, event_type) DO UPDATE
+            ON CONFLICT (member_id, span, day, event_type) DO UPDATE
                 SET count = EXCLUDED.count, points = EXCLUDED.points
             """,
             [
