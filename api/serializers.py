@@ -137,7 +137,11 @@ class AwardSerializer(serializers.Serializer):
     rule = serializers.CharField(help_text="The rule that produced the award.")
     points = serializers.IntegerField()
     base = serializers.IntegerField(help_text="Points before caps and gates.")
+    gross = serializers.IntegerField(help_text="Points after gates, before caps.")
     capped = serializers.BooleanField()
+    member = serializers.CharField(
+        help_text="Who is paid: the poster, a reacted-to author, an inviter."
+    )
     cap = serializers.CharField(allow_null=True, help_text="The cap or gate that cut it, if any.")
 
 

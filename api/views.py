@@ -105,8 +105,10 @@ class EventCreateView(APIView):
                             "rule": "points.check_in",
                             "points": 5,
                             "base": 5,
+                            "gross": 5,
                             "capped": False,
                             "cap": None,
+                            "member": "u-10086",
                         }
                     ],
                 },
@@ -191,8 +193,10 @@ class EventBatchView(APIView):
                                     "rule": "points.message",
                                     "points": 1,
                                     "base": 1,
+                                    "gross": 1,
                                     "capped": False,
                                     "cap": None,
+                                    "member": "u-10086",
                                 }
                             ],
                         },

@@ -66,3 +66,9 @@ class InsufficientPoints(DomainError):
     code = "insufficient_points"
     status = 409
     title = "Not enough spendable points"
+
+
+class EventNotFound(DomainError):
+    code = "event_not_found"
+    status = 404
+    title = "Event not found"

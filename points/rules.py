@@ -1,8 +1,14 @@
-"""Rule sets: what each event is worth, and the pure scoring function.
+"""Rule sets: what each event is worth, and the pure scoring functions.
 
-A rule set version is a JSON document, validated here into a frozen ``Rules`` value. Scoring is a
-pure function of (rules, event type, what the member already earned that local day), so it can
-be unit-tested without a database and replayed deterministically.
+A rule set version is a JSON document, validated here into a frozen ``Rules`` value. Scoring is
+a pure function of (rules, the event, what its beneficiary already earned in that local day,
+week and month, and the gates the caller looked up), so it is unit-tested without a database
+and replayed deterministically when a reversal frees room under a cap.
+
+Two steps, on purpose: *gates* decide an event's ``gross`` points (first-per-day, cooldown,
+recycled content, minimum length, once-only keys, diminishing returns); *caps* then cut the
+gross to the room left (per type per day, week and month, and the overall daily cap). Only
+the cap step is re-run when a reversal frees room, so a gate decision never changes later.
 """
 
 from __future__ import annotations
@@ -27,20 +33,74 @@ DEFAULT_RULES: dict[str, Any] = {
         "share": 5,
         "ugc_post": 10,
         "content_featured": 20,
-        "reaction": 0,
+        "reaction": 1,
         "invite": 10,
         "help": 5,
         "peer_score": 0,
     },
-    "daily_caps": {"message": 20, "share": 20, "ugc_post": 50, "invite": 50, "help": 20},
+    "daily_caps": {
+        "message": 20,
+        "share": 20,
+        "ugc_post": 50,
+        "invite": 50,
+        "help": 20,
+        "reaction": 30,
+    },
+    "weekly_caps": {},
+    "monthly_caps": {"invite": 300},
     "daily_total_cap": 200,
     "first_per_day": ["check_in"],
+    "cooldowns": {},
+    "streak": {"type": "check_in", "every": 7, "bonus": 10},
+    "monthly_quota": {
+        "type": "check_in",
+        "days": 20,
+        "bonus": 50,
+        "achievement": "monthly_check_in",
+    },
+    "duplicate_content": {"types": ["check_in", "ugc_post", "share"], "window_days": 30},
+    "min_length": {"ugc_post": 20},
+    "diminishing": {},
+    "expiry_days": None,
     "custom_types": [],
 }
 
-# Types that never pay the member who posts them, whatever a rule set says:
-# a rater earns nothing for rating (spec 3.1).
-NEVER_PAYS_ACTOR = frozenset({EventType.PEER_SCORE.value, EventType.LEAVE.value})
+# Types that never pay the member who posts them, whatever a rule set says: a rater earns
+# nothing for rating; a reaction pays the content's author; an invite pays when the invitee
+# joins; a join pays its inviter, never the joiner.
+NEVER_PAYS_ACTOR = frozenset(
+    {
+        EventType.PEER_SCORE.value,
+        EventType.LEAVE.value,
+        EventType.REACTION.value,
+        EventType.INVITE.value,
+        EventType.JOIN.value,
+    }
+)
+
+# Cap names: the only reasons an award is re-scored after a reversal.
+CAPS = ("daily_caps", "weekly_caps", "monthly_caps", "daily_total_cap")
+
+
+@dataclass(frozen=True)
+class Streak:
+    type: str
+    every: int
+    bonus: int
+
+
+@dataclass(frozen=True)
+class Quota:
+    type: str
+    days: int
+    bonus: int
+    achievement: str
+
+
+@dataclass(frozen=True)
+class Diminishing:
+    full: int
+    half: int
 
 
 @dataclass(frozen=True)
@@ -50,6 +110,16 @@ class Rules:
     daily_total_cap: int | None = 200
     first_per_day: frozenset[str] = frozenset({"check_in"})
     custom_types: frozenset[str] = frozenset()
+    weekly_caps: Mapping[str, int] = field(default_factory=dict)
+    monthly_caps: Mapping[str, int] = field(default_factory=dict)
+    cooldowns: Mapping[str, int] = field(default_factory=dict)
+    streak: Streak | None = None
+    monthly_quota: Quota | None = None
+    duplicate_types: frozenset[str] = frozenset()
+    duplicate_window_days: int = 30
+    min_length: Mapping[str, int] = field(default_factory=dict)
+    diminishing: Mapping[str, Diminishing] = field(default_factory=dict)
+    expiry_days: int | None = None
 
     @property
     def known_types(self) -> frozenset[str]:
@@ -58,7 +128,7 @@ class Rules:
 
 @dataclass(frozen=True)
 class Tally:
-    """What a member already has on one local day, for one type or in total."""
+    """What a member already has in one span (day, week, month), for one type or in total."""
 
     count: int = 0
     points: int = 0
@@ -71,91 +141,212 @@ class Award:
     base: int
     capped: bool = False
     cap: str | None = None
+    gross: int | None = None  # after gates, before caps (None: same as base)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
             "points": self.points,
             "base": self.base,
+            "gross": self.base if self.gross is None else self.gross,
             "capped": self.capped,
             "cap": self.cap,
         }
 
 
-def _non_negative_int(value: Any, path: str, errors: list[FieldError]) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        errors.append(FieldError(path, "invalid", "must be an integer ≥ 0"))
-        return None
-    return value
+# --- validation ------------------------------------------------------------------------------
 
 
-def parse_rules(document: Any) -> Rules:
-    """Validate a rule set document; raise ``RulesInvalid`` naming every bad field."""
-    errors: list[FieldError] = []
-    if not isinstance(document, dict):
-        raise RulesInvalid([FieldError("rules", "invalid", "must be an object")])
-    unknown = set(document) - set(DEFAULT_RULES)
-    errors.extend(FieldError(k, "unknown_field", "unknown rule") for k in sorted(unknown))
+class _Parser:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.doc = document
+        self.errors: list[FieldError] = []
+        self.known: frozenset[str] = BUILTIN_TYPES
 
-    custom_raw = document.get("custom_types", [])
-    custom: set[str] = set()
-    if not isinstance(custom_raw, list):
-        errors.append(FieldError("custom_types", "invalid", "must be a list of type names"))
-    else:
-        for i, name in enumerate(custom_raw):
-            if not isinstance(name, str) or not TYPE_NAME.match(name):
-                errors.append(
-                    FieldError(f"custom_types[{i}]", "invalid", "must match ^[a-z][a-z0-9_]*$")
-                )
-            elif name in BUILTIN_TYPES:
-                errors.append(FieldError(f"custom_types[{i}]", "invalid", "is a built-in type"))
-            else:
-                custom.add(name)
-    known = BUILTIN_TYPES | custom
+    def error(self, path: str, message: str, code: str = "invalid") -> None:
+        self.errors.append(FieldError(path, code, message))
 
-    def type_map(key: str) -> dict[str, int]:
-        raw = document.get(key, {})
+    def non_negative(self, value: Any, path: str, *, positive: bool = False) -> int | None:
+        low = 1 if positive else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            self.error(path, f"must be an integer ≥ {low}")
+            return None
+        return value
+
+    def event_type(self, value: Any, path: str) -> str | None:
+        if value not in self.known:
+            self.error(path, "unknown event type", "unknown_event_type")
+            return None
+        return str(value)
+
+    def type_map(self, key: str, *, positive: bool = False) -> dict[str, int]:
+        raw = self.doc.get(key, {})
         out: dict[str, int] = {}
         if not isinstance(raw, dict):
-            errors.append(FieldError(key, "invalid", "must be an object of type → integer"))
+            self.error(key, "must be an object of type → integer")
             return out
         for name, value in raw.items():
-            if name not in known:
-                errors.append(FieldError(f"{key}.{name}", "unknown_event_type", "unknown type"))
+            if self.event_type(name, f"{key}.{name}") is None:
                 continue
-            number = _non_negative_int(value, f"{key}.{name}", errors)
+            number = self.non_negative(value, f"{key}.{name}", positive=positive)
             if number is not None:
                 out[name] = number
         return out
 
-    points = type_map("points")
-    daily_caps = type_map("daily_caps")
+    def type_list(self, value: Any, path: str) -> frozenset[str]:
+        if not isinstance(value, list):
+            self.error(path, "must be a list of event types")
+            return frozenset()
+        return frozenset(
+            t for i, item in enumerate(value) if (t := self.event_type(item, f"{path}[{i}]"))
+        )
+
+    def section(self, key: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+        raw = self.doc.get(key, DEFAULT_RULES[key])
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.error(key, "must be an object or null")
+            return None
+        for name in sorted(set(raw) - set(fields)):
+            self.error(f"{key}.{name}", "unknown field", "unknown_field")
+        missing = [name for name in fields if name not in raw]
+        for name in missing:
+            self.error(f"{key}.{name}", "is required", "required")
+        return None if missing else raw
+
+
+def parse_rules(document: Any) -> Rules:
+    """Validate a rule set document; raise ``RulesInvalid`` naming every bad field.
+
+    Keys left out take the defaults of ``DEFAULT_RULES`` except the maps of caps, cooldowns,
+    gates and points, which are empty when left out (a document says what it pays)."""
+    if not isinstance(document, dict):
+        raise RulesInvalid([FieldError("rules", "invalid", "must be an object")])
+    p = _Parser(document)
+    for key in sorted(set(document) - set(DEFAULT_RULES)):
+        p.error(key, "unknown rule", "unknown_field")
+
+    custom: set[str] = set()
+    custom_raw = document.get("custom_types", [])
+    if not isinstance(custom_raw, list):
+        p.error("custom_types", "must be a list of type names")
+    else:
+        for i, name in enumerate(custom_raw):
+            if not isinstance(name, str) or not TYPE_NAME.match(name):
+                p.error(f"custom_types[{i}]", "must match ^[a-z][a-z0-9_]*$")
+            elif name in BUILTIN_TYPES:
+                p.error(f"custom_types[{i}]", "is a built-in type")
+            else:
+                custom.add(name)
+    p.known = BUILTIN_TYPES | custom
+
+    points = p.type_map("points")
+    daily_caps = p.type_map("daily_caps")
+    weekly_caps = p.type_map("weekly_caps")
+    monthly_caps = p.type_map("monthly_caps")
+    cooldowns = p.type_map("cooldowns", positive=True)
+    min_length = p.type_map("min_length")
 
     total_raw = document.get("daily_total_cap", 200)
-    total = None if total_raw is None else _non_negative_int(total_raw, "daily_total_cap", errors)
+    total = None if total_raw is None else p.non_negative(total_raw, "daily_total_cap")
+    first = p.type_list(document.get("first_per_day", ["check_in"]), "first_per_day")
 
-    first_raw = document.get("first_per_day", ["check_in"])
-    first: set[str] = set()
-    if not isinstance(first_raw, list):
-        errors.append(FieldError("first_per_day", "invalid", "must be a list of types"))
+    streak = None
+    if (raw := p.section("streak", ("type", "every", "bonus"))) is not None:
+        kind = p.event_type(raw["type"], "streak.type")
+        every = p.non_negative(raw["every"], "streak.every", positive=True)
+        bonus = p.non_negative(raw["bonus"], "streak.bonus")
+        if kind and every and bonus is not None:
+            streak = Streak(kind, every, bonus)
+    quota = None
+    if (raw := p.section("monthly_quota", ("type", "days", "bonus", "achievement"))) is not None:
+        kind = p.event_type(raw["type"], "monthly_quota.type")
+        days = p.non_negative(raw["days"], "monthly_quota.days", positive=True)
+        bonus = p.non_negative(raw["bonus"], "monthly_quota.bonus")
+        achievement = raw["achievement"]
+        if not isinstance(achievement, str) or len(achievement) > 64:
+            p.error("monthly_quota.achievement", "must be a name of at most 64 characters")
+        elif days is not None and days > 31:
+            p.error("monthly_quota.days", "must be at most 31")
+        elif kind and days and bonus is not None:
+            quota = Quota(kind, days, bonus, achievement)
+    duplicate_types: frozenset[str] = frozenset()
+    window = 30
+    if (raw := p.section("duplicate_content", ("types", "window_days"))) is not None:
+        duplicate_types = p.type_list(raw["types"], "duplicate_content.types")
+        window = p.non_negative(raw["window_days"], "duplicate_content.window_days") or 0
+
+    diminishing: dict[str, Diminishing] = {}
+    dim_raw = document.get("diminishing", {})
+    if not isinstance(dim_raw, dict):
+        p.error("diminishing", "must be an object of type → {full, half}")
     else:
-        for i, name in enumerate(first_raw):
-            if name not in known:
-                errors.append(
-                    FieldError(f"first_per_day[{i}]", "unknown_event_type", "unknown type")
-                )
-            else:
-                first.add(name)
+        for name, value in dim_raw.items():
+            path = f"diminishing.{name}"
+            if p.event_type(name, path) is None:
+                continue
+            if not isinstance(value, dict) or set(value) != {"full", "half"}:
+                p.error(path, "must be {full, half}")
+                continue
+            full = p.non_negative(value["full"], f"{path}.full")
+            half = p.non_negative(value["half"], f"{path}.half")
+            if full is not None and half is not None:
+                diminishing[name] = Diminishing(full, half)
 
-    if errors:
-        raise RulesInvalid(errors)
+    expiry_raw = document.get("expiry_days")
+    expiry = None
+    if expiry_raw is not None:
+        expiry = p.non_negative(expiry_raw, "expiry_days", positive=True)
+
+    if p.errors:
+        raise RulesInvalid(p.errors)
     return Rules(
         points=points,
         daily_caps=daily_caps,
         daily_total_cap=total,
-        first_per_day=frozenset(first),
+        first_per_day=first,
         custom_types=frozenset(custom),
+        weekly_caps=weekly_caps,
+        monthly_caps=monthly_caps,
+        cooldowns=cooldowns,
+        streak=streak,
+        monthly_quota=quota,
+        duplicate_types=duplicate_types,
+        duplicate_window_days=window,
+        min_length=min_length,
+        diminishing=diminishing,
+        expiry_days=expiry,
     )
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Room:
+    """What the beneficiary already earned for this event's type (day, week, month) and in
+    total that day: the state the caps are checked against."""
+
+    type_today: Tally = Tally()
+    total_today: Tally = Tally()
+    type_week: Tally = Tally()
+    type_month: Tally = Tally()
+
+
+def cap_points(rules: Rules, event_type: str, gross: int, room: Room) -> tuple[int, str | None]:
+    """Cut ``gross`` to the room left under every cap; return (points, the binding cap)."""
+    points, cap = gross, None
+    limits = (
+        (rules.daily_caps.get(event_type), room.type_today.points, f"daily_caps.{event_type}"),
+        (rules.weekly_caps.get(event_type), room.type_week.points, f"weekly_caps.{event_type}"),
+        (rules.monthly_caps.get(event_type), room.type_month.points, f"monthly_caps.{event_type}"),
+        (rules.daily_total_cap, room.total_today.points, "daily_total_cap"),
+    )
+    for limit, used, name in limits:
+        if limit is not None and limit - used < points:
+            points, cap = max(limit - used, 0), name
+    return points, cap
 
 
 def score_event(
@@ -165,33 +356,78 @@ def score_event(
     member_left: bool,
     type_today: Tally,
     total_today: Tally,
+    type_week: Tally | None = None,
+    type_month: Tally | None = None,
+    gate: str | None = None,
+    pays_actor: bool = True,
 ) -> list[Award]:
-    """The awards one event earns its poster, given what they already earned that local day.
+    """The award one event earns its beneficiary, given what they already earned.
 
-    Guarantees: never negative; never above a per-type daily cap or the overall daily cap;
-    a first-per-day type pays only on the first event of that type in the community's day.
-    An event that pays nothing by rule yields no award; one cut to zero by a cap or gate yields
-    an award of 0 that names the cap, so the response explains why.
+    ``gate`` is a gate the caller looked up in the database ("duplicate_content", "cooldown",
+    "once", "self", "min_length", "no_inviter"): the event then pays 0 and says why.
+    ``pays_actor`` is False for reactions and joins, whose points go to another member.
+
+    Guarantees: never negative; never above a cap; a first-per-day type pays only on the first
+    event of that type in the local day; an event that pays nothing by rule yields no award;
+    one cut to zero by a cap or gate yields an award of 0 that names it.
     """
-    base = 0 if event_type in NEVER_PAYS_ACTOR else rules.points.get(event_type, 0)
-    if base <= 0:
+    if pays_actor and event_type in NEVER_PAYS_ACTOR:
+        return []
+    base = rules.points.get(event_type, 0)
+    if base <= 0 or event_type == EventType.PEER_SCORE:
         return []
     rule = f"points.{event_type}"
-    if member_left and event_type != EventType.JOIN:
-        return [Award(rule, 0, base, capped=True, cap="member_left")]
+    if member_left:
+        return [Award(rule, 0, base, capped=True, cap="member_left", gross=0)]
+    if gate is not None:
+        return [Award(rule, 0, base, capped=True, cap=gate, gross=0)]
     if event_type in rules.first_per_day and type_today.count >= 1:
-        return [Award(rule, 0, base, capped=True, cap="first_per_day")]
+        return [Award(rule, 0, base, capped=True, cap="first_per_day", gross=0)]
+    gross = base
+    dim = rules.diminishing.get(event_type)
+    if dim is not None and type_today.count >= dim.full:
+        gross = base // 2 if type_today.count < dim.full + dim.half else 0
+    room = Room(type_today, total_today, type_week or Tally(), type_month or Tally())
+    points, cap = cap_points(rules, event_type, gross, room)
+    if cap is None and gross < base:
+        return [Award(rule, gross, base, capped=True, cap=f"diminishing.{event_type}", gross=gross)]
+    if cap is not None:
+        return [Award(rule, points, base, capped=True, cap=cap, gross=gross)]
+    return [Award(rule, base, base, gross=base)]
 
-    room = base
-    cap_name: str | None = None
-    type_cap = rules.daily_caps.get(event_type)
-    if type_cap is not None and type_cap - type_today.points < room:
-        room = type_cap - type_today.points
-        cap_name = f"daily_caps.{event_type}"
-    if rules.daily_total_cap is not None and rules.daily_total_cap - total_today.points < room:
-        room = rules.daily_total_cap - total_today.points
-        cap_name = "daily_total_cap"
-    room = max(room, 0)
-    if room < base:
-        return [Award(rule, room, base, capped=True, cap=cap_name)]
-    return [Award(rule, base, base)]
+
+def content_gate(
+    rules: Rules, event_type: str, content: Mapping[str, Any] | None
+) -> tuple[str | None, str]:
+    """Gates that need only the event itself: (gate or None, the content hash to check)."""
+    content = content or {}
+    minimum = rules.min_length.get(event_type)
+    length = content.get("length")
+    if minimum and isinstance(length, int) and length < minimum:  # judged only when sent
+        return "min_length", ""
+    content_hash = content.get("hash")
+    if event_type in rules.duplicate_types and isinstance(content_hash, str) and content_hash:
+        return None, content_hash
+    return None, ""
+
+
+def streak_after(last_day: Any, days: int, day: Any) -> tuple[int, Any]:
+    """The streak after a first check-in on ``day``: +1 after yesterday, kept on the same day,
+    restarted at 1 after a gap. (A late check-in before ``last_day`` is recomputed instead.)"""
+    if last_day is None or day > last_day:
+        if last_day is not None and (day - last_day).days == 1:
+            return days + 1, day
+        return 1, day
+    return days, last_day
+
+
+def streak_runs(days: list[Any]) -> dict[Any, int]:
+    """For sorted distinct check-in days, the streak length reached on each day."""
+    out: dict[Any, int] = {}
+    previous = None
+    run = 0
+    for day in days:
+        run = run + 1 if previous is not None and (day - previous).days == 1 else 1
+        out[day] = run
+        previous = day
+    return out

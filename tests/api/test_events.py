@@ -65,7 +65,15 @@ def test_new_event_returns_201_with_id_status_points_balance_rule_version_awards
         "balance": 5,
         "rule_version": 1,
         "awards": [
-            {"rule": "points.check_in", "points": 5, "base": 5, "capped": False, "cap": None}
+            {
+                "rule": "points.check_in",
+                "points": 5,
+                "base": 5,
+                "gross": 5,
+                "capped": False,
+                "cap": None,
+                "member": "alice",
+            }
         ],
     }
     event = Event.objects.get(client_id="evt-1")

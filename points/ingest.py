@@ -1,0 +1,966 @@
+"""Event ingestion: store, score and post a batch of events, each exactly once.
+
+The shape of one call, chosen so that a single event costs three round trips to PostgreSQL
+after the API key (replay check; lock + read state, pipelined; write everything + commit,
+pipelined) and a batch of 1,000 costs the same three:
+
+1. *Replay check*, no lock: ids already stored answer with their first result (or 409).
+2. *Lock and read*, one pipeline: upsert-and-lock every member the batch touches (posters and
+   the members paid: a reacted-to author, an inviter) in ``external_id`` order, then read
+   their tallies (day, week, month), the once-only keys, recent content hashes and the
+   scoring events inside cooldown windows. The reads are separate statements after the
+   lock, so each sees every transaction that committed before we got the lock.
+3. *Score* in Python with ``points.rules`` (pure), event after event, in memory.
+4. *Write*, one pipeline: events, tallies, once-only keys, ledger entries, members, period
+   totals. If another transaction committed one of our ids (or keys) meanwhile, the insert
+   says so and we start over: each id is scored once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from points.exceptions import FieldError
+from points.models import (
+    Community,
+    DailyTally,
+    EntryKind,
+    EventType,
+    MemberStatus,
+    PeriodKind,
+    PeriodTotal,
+)
+from points.rules import Award, Room, Rules, Tally, content_gate, score_event, streak_after
+from points.selectors import RuleVersion, rules_in_force
+from points.timeutils import local_day, month_start, week_start
+
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+DAY, WEEK, MONTH = "day", "week", "month"
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """One validated event as a bot sent it (shape validation is the API's job)."""
+
+    client_id: str
+    type: str
+    member: str
+    occurred_at: dt.datetime | None = None
+    target: str = ""
+    content: dict[str, Any] | None = None
+    score: int | None = None
+    group: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def body_hash(self) -> str:
+        """Hash of the canonical body: the same id with another body is a conflict."""
+        body = {
+            "id": self.client_id,
+            "type": self.type,
+            "member": self.member,
+            "occurred_at": self.occurred_at.astimezone(dt.UTC).isoformat()
+            if self.occurred_at
+            else None,
+            "target": self.target,
+            "content": self.content,
+            "score": self.score,
+            "group": self.group,
+            "meta": self.meta,
+        }
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def content_id(self) -> str:
+        content_id = (self.content or {}).get("id")
+        return self.target or (content_id if isinstance(content_id, str) else "")
+
+
+class IngestStatus:
+    ACCEPTED = "accepted"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
+
+
+@dataclass
+class IngestOutcome:
+    """What happened to one event. ``result`` is the body stored with the event and returned
+    again, unchanged, on every replay."""
+
+    client_id: str
+    status: str
+    result: dict[str, Any] | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+
+class _ConcurrentDuplicate(Exception):
+    """Another transaction committed one of our event ids or once-only keys while we scored:
+    start over (the retry sees it)."""
+
+
+@dataclass
+class _MemberState:
+    id: int
+    balance: int
+    lifetime: int
+    status: str
+    left_at: dt.datetime | None
+    owed: int
+    streak_days: int
+    streak_last_day: dt.date | None
+    changed: bool = False
+    initial_status: str = ""
+    recompute_streak: bool = False
+
+    def __post_init__(self) -> None:
+        self.initial_status = self.status
+
+
+def event_ingest(*, community: Community, event: EventInput) -> IngestOutcome:
+    return events_ingest(community=community, events=[event])[0]
+
+
+def events_ingest(
+    *, community: Community, events: Sequence[EventInput], now: dt.datetime | None = None
+) -> list[IngestOutcome]:
+    """Store, score and post a batch of events, each exactly once, in one transaction.
+
+    Every item is independent: an invalid item, a replay or a conflict does not affect the
+    others. Locks: the rows of every member the batch touches, in ``external_id`` order (the
+    upsert takes them); nothing else is locked. A concurrent commit of one of our ids or
+    once-only keys is detected by the inserts and makes us start over.
+    """
+    now = now or timezone.now()
+    for _attempt in range(5):
+        try:
+            return _ingest_once(community, events, now)
+        except _ConcurrentDuplicate:
+            continue
+    raise RuntimeError("event ingestion kept racing with concurrent duplicates")
+
+
+def _ingest_once(
+    community: Community, events: Sequence[EventInput], now: dt.datetime
+) -> list[IngestOutcome]:
+    outcomes: list[IngestOutcome | None] = [None] * len(events)
+    hashes = [e.body_hash() for e in events]
+
+    # Within the batch: the first occurrence of an id wins, a later copy replays or conflicts.
+    first_index: dict[str, int] = {}
+    fresh: list[int] = []
+    for i, event in enumerate(events):
+        if event.client_id not in first_index:
+            first_index[event.client_id] = i
+            fresh.append(i)
+    stored = _stored_events(community.pk, [events[i].client_id for i in fresh])
+    pending: list[int] = []
+    for i in fresh:
+        found = stored.get(events[i].client_id)
+        if found is None:
+            pending.append(i)
+        elif found[0] == hashes[i]:
+            outcomes[i] = IngestOutcome(events[i].client_id, IngestStatus.REPLAYED, found[1])
+        else:
+            outcomes[i] = _conflict(events[i].client_id)
+
+    if pending:
+        with transaction.atomic():
+            _Batch(community, events, hashes, now).run(pending, outcomes)
+
+    for i, event in enumerate(events):
+        if outcomes[i] is None:
+            first = outcomes[first_index[event.client_id]]
+            if first is None:
+                raise RuntimeError("the first copy of an id always has an outcome")
+            if first.status == IngestStatus.INVALID:
+                outcomes[i] = IngestOutcome(
+                    event.client_id, IngestStatus.INVALID, None, first.errors
+                )
+            elif hashes[i] == hashes[first_index[event.client_id]]:
+                outcomes[i] = IngestOutcome(event.client_id, IngestStatus.REPLAYED, first.result)
+            else:
+                outcomes[i] = _conflict(event.client_id)
+    return [o for o in outcomes if o is not None]
+
+
+def _stored_events(community_id: int, client_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    if not client_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT client_id, body_hash, result FROM points_event "
+            "WHERE community_id = %s AND client_id = ANY(%s)",
+            [community_id, client_ids],
+        )
+        rows = cursor.fetchall()
+    return {row[0]: (row[1], _loads(row[2])) for row in rows}
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _conflict(client_id: str) -> IngestOutcome:
+    return IngestOutcome(
+        client_id,
+        IngestStatus.CONFLICT,
+        None,
+        [FieldError("id", "conflict", "this id was already used with a different body")],
+    )
+
+
+def _invalid(client_id: str, path: str, code: str, message: str) -> IngestOutcome:
+    return IngestOutcome(client_id, IngestStatus.INVALID, None, [FieldError(path, code, message)])
+
+
+def pipelined(statements: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, ...]]]:
+    """Run statements in one psycopg pipeline (one round trip); return each one's rows
+    (empty for statements that return none). Errors surface here, aborting the transaction."""
+    raw = connection.connection
+    if raw is None:
+        connection.ensure_connection()
+        raw = connection.connection
+    results: list[list[tuple[Any, ...]]] = []
+    with raw.pipeline() as pipeline:
+        cursors = []
+        for sql, params in statements:
+            cursor = connection.cursor()
+            cursor.execute(sql, params)
+            cursors.append(cursor)
+        pipeline.sync()
+        for cursor in cursors:
+            results.append(list(cursor.fetchall()) if cursor.description else [])
+            cursor.close()
+    return results
+
+
+def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
+    return (
+        (PeriodKind.ALL_TIME.value, PeriodTotal.ALL_TIME_START),
+        (PeriodKind.MONTH.value, month_start(day)),
+        (PeriodKind.WEEK.value, week_start(day)),
+    )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class _Plan:
+    """One event after validation: who pays whom, on which day, under which rules."""
+
+    index: int
+    event: EventInput
+    occurred: dt.datetime
+    day: dt.date
+    version: RuleVersion
+    beneficiary: str | None  # external id of the member paid, None: nobody
+    rule_type: str = ""  # the type whose rule pays (a join pays its inviter by ``invite``)
+    gate: str | None = None
+    content_hash: str = ""
+    once_key: str | None = None
+
+
+TallyKey = tuple[str, str, dt.date, str]  # (member external id, span, span start, type)
+
+
+class _Batch:
+    """The state of one ingestion transaction (see the module docstring for its steps)."""
+
+    def __init__(
+        self,
+        community: Community,
+        events: Sequence[EventInput],
+        hashes: list[str],
+        now: dt.datetime,
+    ) -> None:
+        self.community = community
+        self.events = events
+        self.hashes = hashes
+        self.now = now
+        self.tz = community.timezone
+
+    # -- 1. validate and plan ------------------------------------------------------------
+
+    def run(self, pending: list[int], outcomes: list[IngestOutcome | None]) -> None:
+        plans: list[_Plan] = []
+        for i in pending:
+            plan = self._plan(i, outcomes)
+            if plan is not None:
+                plans.append(plan)
+        if not plans:
+            return
+        self._plan_joins(plans)
+        members = self._lock_members(plans)
+        state = self._read_state(plans, members)
+        self._score(plans, members, state, outcomes)
+        self._write(plans, members, state, outcomes)
+
+    def _plan(self, i: int, outcomes: list[IngestOutcome | None]) -> _Plan | None:
+        event = self.events[i]
+        occurred = event.occurred_at or self.now
+        version = rules_in_force(self.community, occurred)
+        rules = version.rules
+        if event.type not in rules.known_types:
+            outcomes[i] = _invalid(
+                event.client_id, "type", "unknown_event_type", f"unknown event type '{event.type}'"
+            )
+            return None
+        plan = _Plan(
+            i, event, occurred, local_day(occurred, self.tz), version, event.member, event.type
+        )
+        if event.type == EventType.REACTION:
+            author = (event.content or {}).get("author")
+            if not isinstance(author, str) or not author:
+                outcomes[i] = _invalid(
+                    event.client_id,
+                    "content.author",
+                    "required",
+                    "is required for reaction (the member who is paid)",
+                )
+                return None
+            plan.beneficiary = author
+            if author == event.member:
+                plan.gate = "own_content"
+            else:
+                plan.once_key = f"reaction:{event.target}:{event.member}"
+        elif event.type == EventType.CONTENT_FEATURED:
+            if not event.content_id:
+                outcomes[i] = _invalid(
+                    event.client_id,
+                    "target",
+                    "required",
+                    "is required for content_featured (the featured content's id)",
+                )
+                return None
+            plan.once_key = f"featured:{event.content_id}"
+        elif event.type in (EventType.INVITE, EventType.PEER_SCORE, EventType.LEAVE):
+            plan.beneficiary = None
+        elif event.type == EventType.JOIN:
+            plan.beneficiary = None  # set by _plan_joins when an inviter is owed points
+        gate, content_hash = content_gate(rules, event.type, event.content)
+        plan.gate = plan.gate or gate
+        plan.content_hash = content_hash
+        return plan
+
+    def _plan_joins(self, plans: list[_Plan]) -> None:
+        """A join pays the member who invited the joiner first, once per invitee, never for a
+        re-join (the joiner joined before) nor a self-invite (refused by the API)."""
+        joins = [p for p in plans if p.event.type == EventType.JOIN]
+        if not joins:
+            return
+        joiners = sorted({p.event.member for p in joins})
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                SELECT j.ext,
+                       (SELECT m.external_id FROM points_event e
+                          JOIN points_member m ON m.id = e.member_id
+                         WHERE e.community_id = %s AND e.type = 'invite' AND e.target = j.ext
+                           AND e.reversed_at IS NULL AND m.external_id <> j.ext
+                         ORDER BY e.occurred_at, e.id LIMIT 1),
+                       EXISTS (SELECT 1 FROM points_event e
+                          JOIN points_member m ON m.id = e.member_id
+                         WHERE e.community_id = %s AND e.type = 'join' AND m.community_id = %s
+                           AND m.external_id = j.ext)
+                FROM unnest(%s::text[]) AS j(ext)
+                """,
+                [self.community.pk, self.community.pk, self.community.pk, joiners],
+            )
+            found = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        seen: set[str] = set()
+        for plan in sorted(joins, key=lambda p: (p.occurred, p.index)):
+            inviter, joined_before = found.get(plan.event.member, (None, False))
+            if inviter is None:
+                continue
+            plan.beneficiary = inviter
+            plan.rule_type = EventType.INVITE.value
+            if joined_before or plan.event.member in seen:
+                plan.gate = "rejoin"
+            else:
+                plan.once_key = f"invite:{plan.event.member}"
+            seen.add(plan.event.member)
+
+    # -- 2. lock members, read their state ------------------------------------------------
+
+    def _lock_members(self, plans: list[_Plan]) -> dict[str, _MemberState]:
+        """Create unknown members and lock every member row the batch touches, in
+        ``external_id`` order (one statement, so the order holds)."""
+        first_seen: dict[str, dt.datetime] = {}
+        names: dict[str, str] = {}
+        for plan in plans:
+            for ext in (plan.event.member, plan.beneficiary):
+                if ext is not None and (ext not in first_seen or plan.occurred < first_seen[ext]):
+                    first_seen[ext] = plan.occurred
+            name = (
+                plan.event.meta.get("display_name") if isinstance(plan.event.meta, dict) else None
+            )
+            if isinstance(name, str) and name.strip():
+                names[plan.event.member] = name.strip()[:200]
+        ordered = sorted(first_seen)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO points_member AS m
+                    (community_id, external_id, display_name, status, balance, held,
+                     lifetime_points, joined_at, last_event_at, created_at)
+                SELECT %s, x.external_id, x.display_name, 'active', 0, 0, 0, x.first_seen,
+                       x.first_seen, %s
+                FROM unnest(%s::text[], %s::text[], %s::timestamptz[])
+                     WITH ORDINALITY AS x(external_id, display_name, first_seen, n)
+                ORDER BY x.n
+                ON CONFLICT (community_id, external_id) DO UPDATE SET
+                    display_name = CASE WHEN EXCLUDED.display_name <> ''
+                                        THEN EXCLUDED.display_name ELSE m.display_name END,
+                    last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at)
+                RETURNING m.external_id, m.id, m.balance, m.lifetime_points, m.status,
+                          m.left_at, m.owed, m.streak_days, m.streak_last_day
+                """,
+                [
+                    self.community.pk,
+                    self.now,
+                    ordered,
+                    [names.get(m, "") for m in ordered],
+                    [first_seen[m] for m in ordered],
+                ],
+            )
+            return {
+                row[0]: _MemberState(
+                    id=row[1],
+                    balance=row[2],
+                    lifetime=row[3],
+                    status=row[4],
+                    left_at=row[5],
+                    owed=row[6],
+                    streak_days=row[7],
+                    streak_last_day=row[8],
+                )
+                for row in cursor.fetchall()
+            }
+
+    def _read_state(self, plans: list[_Plan], members: dict[str, _MemberState]) -> _State:
+        cid = self.community.pk
+        spans: set[tuple[int, str, dt.date]] = set()
+        for plan in plans:
+            who = plan.beneficiary or plan.event.member
+            mid = members[who].id
+            spans.update(
+                {
+                    (mid, DAY, plan.day),
+                    (mid, WEEK, week_start(plan.day)),
+                    (mid, MONTH, month_start(plan.day)),
+                }
+            )
+        span_list = sorted(spans)
+        statements: list[tuple[str, list[Any]]] = [
+            (
+                """
+                SELECT t.member_id, t.span, t.day, t.event_type, t.count, t.points
+                FROM points_dailytally t
+                JOIN unnest(%s::bigint[], %s::text[], %s::date[]) AS k(member_id, span, day)
+                  ON t.member_id = k.member_id AND t.span = k.span AND t.day = k.day
+                """,
+                [[s[0] for s in span_list], [s[1] for s in span_list], [s[2] for s in span_list]],
+            )
+        ]
+        wanted = {p.once_key for p in plans if p.once_key}
+        for plan in plans:
+            rules, mid = plan.version.rules, members[plan.event.member].id
+            if rules.streak is not None and rules.streak.type == plan.event.type:
+                wanted.add(f"streak:{mid}:{plan.day.isoformat()}")
+            if rules.monthly_quota is not None and rules.monthly_quota.type == plan.event.type:
+                wanted.add(f"quota:{mid}:{month_start(plan.day):%Y-%m}")
+        keys = sorted(k for k in wanted if k)
+        statements.append(
+            (
+                "SELECT key FROM points_awardonce WHERE community_id = %s AND key = ANY(%s)",
+                [cid, keys],
+            )
+        )
+        hashed = [p for p in plans if p.content_hash]
+        window_from = min(
+            (p.occurred - dt.timedelta(days=p.version.rules.duplicate_window_days) for p in hashed),
+            default=self.now,
+        )
+        statements.append(
+            (
+                """
+                SELECT e.member_id, e.content_hash, e.occurred_at
+                FROM points_event e
+                JOIN unnest(%s::bigint[], %s::text[]) AS k(member_id, content_hash)
+                  ON e.member_id = k.member_id AND e.content_hash = k.content_hash
+                WHERE e.content_hash <> '' AND e.occurred_at >= %s AND e.reversed_at IS NULL
+                """,
+                [
+                    [members[p.event.member].id for p in hashed],
+                    [p.content_hash for p in hashed],
+                    window_from,
+                ],
+            )
+        )
+        cooled = [p for p in plans if p.rule_type in p.version.rules.cooldowns and not p.gate]
+        longest = max((p.version.rules.cooldowns[p.rule_type] for p in cooled), default=0)
+        statements.append(
+            (
+                """
+                SELECT e.member_id, e.type, e.occurred_at
+                FROM points_event e
+                JOIN unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS k(member_id, type, at)
+                  ON e.member_id = k.member_id AND e.type = k.type
+                WHERE e.community_id = %s AND e.points > 0 AND e.reversed_at IS NULL
+                  AND e.occurred_at > k.at - %s * interval '1 second'
+                  AND e.occurred_at < k.at + %s * interval '1 second'
+                """,
+                [
+                    [members[p.event.member].id for p in cooled],
+                    [p.rule_type for p in cooled],
+                    [p.occurred for p in cooled],
+                    cid,
+                    longest,
+                    longest,
+                ],
+            )
+        )
+        tallies, taken, hashes, scored = pipelined(statements)
+        state = _State()
+        for member_id, span, day, event_type, count, points in tallies:
+            state.tallies[(member_id, span, day, event_type)] = Tally(count, points)
+        state.once_keys = {row[0] for row in taken}
+        for member_id, content_hash, at in hashes:
+            state.hashes[(member_id, content_hash)].append(at)
+        for member_id, event_type, at in scored:
+            state.scored_at[(member_id, event_type)].append(at)
+        return state
+
+    # -- 3. score -------------------------------------------------------------------------
+
+    def _score(
+        self,
+        plans: list[_Plan],
+        members: dict[str, _MemberState],
+        state: _State,
+        outcomes: list[IngestOutcome | None],
+    ) -> None:
+        ext_of = {state_.id: ext for ext, state_ in members.items()}
+        for plan in plans:
+            event = plan.event
+            rules = plan.version.rules
+            actor = members[event.member]
+            if event.type == EventType.JOIN and actor.status == MemberStatus.LEFT:
+                actor.status, actor.left_at, actor.changed = MemberStatus.ACTIVE, None, True
+            payee = members[plan.beneficiary] if plan.beneficiary else None
+            awards: list[tuple[_MemberState, Award]] = []
+            counted = False
+            if payee is not None:
+                gate = plan.gate or self._db_gate(plan, rules, actor, state)
+                room = state.room(payee.id, plan.day, plan.rule_type)
+                main = score_event(
+                    rules,
+                    event_type=plan.rule_type,
+                    member_left=payee.status == MemberStatus.LEFT,
+                    type_today=room.type_today,
+                    total_today=room.total_today,
+                    type_week=room.type_week,
+                    type_month=room.type_month,
+                    gate=gate,
+                    pays_actor=payee is actor,
+                )
+                awards.extend((payee, a) for a in main)
+                counted = gate is None and payee.status != MemberStatus.LEFT
+                points = sum(a.points for a in main)
+                if counted:
+                    state.count(payee.id, plan.day, plan.rule_type, points)
+                    if plan.once_key:
+                        state.once_keys.add(plan.once_key)
+                        state.new_keys.append((plan, payee.id, "once", ""))
+                    if plan.content_hash:
+                        state.hashes[(actor.id, plan.content_hash)].append(plan.occurred)
+                    if points > 0 and plan.rule_type in rules.cooldowns:
+                        state.scored_at[(actor.id, plan.rule_type)].append(plan.occurred)
+                if counted and payee is actor:
+                    awards.extend((actor, b) for b in self._bonuses(plan, rules, actor, state))
+            self._post(plan, awards, state)
+            if event.type == EventType.LEAVE and actor.status != MemberStatus.LEFT:
+                actor.status, actor.left_at, actor.changed = MemberStatus.LEFT, plan.occurred, True
+            total = sum(a.points for m, a in awards if m is actor)
+            result = {
+                "id": event.client_id,
+                "status": IngestStatus.ACCEPTED,
+                "points": total,
+                "balance": actor.balance,
+                "rule_version": plan.version.version,
+                "awards": [{**a.as_dict(), "member": ext_of[m.id]} for m, a in awards],
+            }
+            outcomes[plan.index] = IngestOutcome(event.client_id, IngestStatus.ACCEPTED, result)
+            state.events.append((plan, payee, sum(a.points for _m, a in awards), result))
+
+    def _db_gate(self, plan: _Plan, rules: Rules, actor: _MemberState, state: _State) -> str | None:
+        if plan.once_key and plan.once_key in state.once_keys:
+            return "once"
+        if plan.content_hash:
+            window = dt.timedelta(days=rules.duplicate_window_days)
+            for at in state.hashes.get((actor.id, plan.content_hash), []):
+                if plan.occurred - window <= at <= plan.occurred:
+                    return "duplicate_content"
+        cooldown = rules.cooldowns.get(plan.rule_type)
+        if cooldown:
+            gap = dt.timedelta(seconds=cooldown)
+            for at in state.scored_at.get((actor.id, plan.rule_type), []):
+                if abs(plan.occurred - at) < gap:
+                    return "cooldown"
+        return None
+
+    def _bonuses(
+        self, plan: _Plan, rules: Rules, member: _MemberState, state: _State
+    ) -> list[Award]:
+        """Streak and monthly-quota bonuses earned by this event (first counted event of its
+        type that day, for the configured type). Bonuses are not cut by caps."""
+        out: list[Award] = []
+        if state.tallies[(member.id, DAY, plan.day, plan.event.type)].count != 1:
+            return out
+        streak, quota = rules.streak, rules.monthly_quota
+        if streak is not None and streak.type == plan.event.type:
+            if member.streak_last_day is not None and plan.day < member.streak_last_day:
+                member.recompute_streak = True
+            else:
+                days, last = streak_after(member.streak_last_day, member.streak_days, plan.day)
+                if (days, last) != (member.streak_days, member.streak_last_day):
+                    member.streak_days, member.streak_last_day, member.changed = days, last, True
+                    key = f"streak:{member.id}:{plan.day.isoformat()}"
+                    if streak.bonus and days % streak.every == 0 and key not in state.once_keys:
+                        out.append(Award("streak.bonus", streak.bonus, streak.bonus))
+                        state.once_keys.add(key)
+                        state.new_keys.append((plan, member.id, "streak", "", key))
+        if quota is not None and quota.type == plan.event.type:
+            month = month_start(plan.day)
+            days_key = (member.id, MONTH, month, DailyTally.CHECK_IN_DAYS)
+            before = state.tallies[days_key]
+            state.tallies[days_key] = Tally(before.count + 1, before.points)
+            state.touched.add(days_key)
+            key = f"quota:{member.id}:{month:%Y-%m}"
+            if before.count + 1 == quota.days and key not in state.once_keys:
+                out.append(Award("monthly_quota.bonus", quota.bonus, quota.bonus))
+                state.once_keys.add(key)
+                state.new_keys.append((plan, member.id, "quota", quota.achievement, key))
+        return out
+
+    def _post(self, plan: _Plan, awards: list[tuple[_MemberState, Award]], state: _State) -> None:
+        """Credit each award (paying back what the member owes first) in memory."""
+        for member, award in awards:
+            if not award.points:
+                continue
+            member.balance += award.points
+            member.lifetime += award.points
+            member.changed = True
+            for kind, start in periods_of(plan.day):
+                state.period_deltas[(member.id, kind, start)] += award.points
+            state.entries.append(
+                (
+                    plan.event.client_id,
+                    member.id,
+                    EntryKind.AWARD.value,
+                    award.points,
+                    member.balance,
+                    award.rule,
+                    plan.version.version,
+                    "",
+                )
+            )
+            settle = min(member.owed, award.points)
+            if settle:
+                member.owed -= settle
+                member.balance -= settle
+                state.entries.append(
+                    (
+                        plan.event.client_id,
+                        member.id,
+                        EntryKind.SETTLEMENT.value,
+                        -settle,
+                        member.balance,
+                        "owed",
+                        None,
+                        "pays back points owed from an earlier reversal",
+                    )
+                )
+
+    # -- 4. write -------------------------------------------------------------------------
+
+    def _write(
+        self,
+        plans: list[_Plan],
+        members: dict[str, _MemberState],
+        state: _State,
+        outcomes: list[IngestOutcome | None],
+    ) -> None:
+        cid, now = self.community.pk, self.now
+        rows = [
+            (
+                plan.event.client_id,
+                members[plan.event.member].id,
+                plan.event.type,
+                plan.occurred,
+                plan.day,
+                plan.event.target,
+                _json(plan.event.content),
+                plan.event.score,
+                plan.event.group,
+                _json(plan.event.meta),
+                self.hashes[plan.index],
+                plan.version.version,
+                points,
+                _json(result),
+                payee.id if payee is not None else None,
+                plan.content_hash,
+            )
+            for plan, payee, points, result in state.events
+        ]
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        statements: list[tuple[str, list[Any]]] = [
+            (
+                """
+                INSERT INTO points_event
+                    (community_id, client_id, member_id, type, occurred_at, received_at,
+                     local_day, target, content, score, "group", meta, body_hash, rule_version,
+                     points, result, beneficiary_id, content_hash)
+                SELECT %s, x.client_id, x.member_id, x.type, x.occurred_at, %s, x.local_day,
+                       x.target, x.content::jsonb, x.score, x.grp,
+                       COALESCE(x.meta::jsonb, '{}'), x.body_hash, x.rule_version, x.points,
+                       x.result::jsonb, x.beneficiary_id, x.content_hash
+                FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %s::date[],
+                            %s::text[], %s::text[], %s::smallint[], %s::text[], %s::text[],
+                            %s::text[], %s::int[], %s::int[], %s::text[], %s::bigint[],
+                            %s::text[])
+                     AS x(client_id, member_id, type, occurred_at, local_day, target, content,
+                          score, grp, meta, body_hash, rule_version, points, result,
+                          beneficiary_id, content_hash)
+                ON CONFLICT (community_id, client_id) DO NOTHING
+                RETURNING client_id
+                """,
+                [cid, now, *columns],
+            )
+        ]
+        tally_keys = sorted(state.touched)
+        if tally_keys:
+            statements.append(
+                (
+                    """
+                    INSERT INTO points_dailytally AS t
+                        (community_id, member_id, span, day, event_type, count, points)
+                    SELECT %s, x.member_id, x.span, x.day, x.event_type, x.count, x.points
+                    FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::text[], %s::int[],
+                                %s::int[]) AS x(member_id, span, day, event_type, count, points)
+                    ON CONFLICT (member_id, span, day, event_type) DO UPDATE
+                        SET count = EXCLUDED.count, points = EXCLUDED.points
+                    """,
+                    [
+                        cid,
+                        [k[0] for k in tally_keys],
+                        [k[1] for k in tally_keys],
+                        [k[2] for k in tally_keys],
+                        [k[3] for k in tally_keys],
+                        [state.tallies[k].count for k in tally_keys],
+                        [state.tallies[k].points for k in tally_keys],
+                    ],
+                )
+            )
+        new_keys = [_key_row(k) for k in state.new_keys]
+        if new_keys:
+            statements.append(
+                (
+                    """
+                    INSERT INTO points_awardonce
+                        (community_id, key, member_id, event_id, kind, achievement, created_at)
+                    SELECT %s, x.key, x.member_id, e.id, x.kind, x.achievement, %s
+                    FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+                         AS x(key, member_id, client_id, kind, achievement)
+                    JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+                    ON CONFLICT (community_id, key) DO NOTHING
+                    RETURNING key
+                    """,
+                    [
+                        cid,
+                        now,
+                        [k[0] for k in new_keys],
+                        [k[1] for k in new_keys],
+                        [k[2] for k in new_keys],
+                        [k[3] for k in new_keys],
+                        [k[4] for k in new_keys],
+                        cid,
+                    ],
+                )
+            )
+        if state.entries:
+            entries = state.entries
+            statements.append(
+                (
+                    """
+                    INSERT INTO points_ledgerentry
+                        (community_id, member_id, event_id, kind, points, balance_after, rule,
+                         rule_version, reason, created_at)
+                    SELECT %s, x.member_id, e.id, x.kind, x.points, x.balance_after, x.rule,
+                           x.rule_version, x.reason, %s
+                    FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::int[], %s::bigint[],
+                                %s::text[], %s::int[], %s::text[]) WITH ORDINALITY
+                         AS x(client_id, member_id, kind, points, balance_after, rule,
+                              rule_version, reason, n)
+                    JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+                    ORDER BY x.n
+                    """,
+                    [cid, now, *[list(c) for c in zip(*entries, strict=True)], cid],
+                )
+            )
+        changed = sorted((s for s in members.values() if s.changed), key=lambda s: s.id)
+        if changed:
+            statements.append(
+                (
+                    """
+                    UPDATE points_member AS m
+                    SET balance = x.balance, lifetime_points = x.lifetime, status = x.status,
+                        left_at = x.left_at, owed = x.owed, streak_days = x.streak_days,
+                        streak_last_day = x.streak_last_day
+                    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+                                %s::timestamptz[], %s::bigint[], %s::int[], %s::date[])
+                         AS x(id, balance, lifetime, status, left_at, owed, streak_days,
+                              streak_last_day)
+                    WHERE m.id = x.id
+                    """,
+                    [
+                        [s.id for s in changed],
+                        [s.balance for s in changed],
+                        [s.lifetime for s in changed],
+                        [s.status for s in changed],
+                        [s.left_at for s in changed],
+                        [s.owed for s in changed],
+                        [s.streak_days for s in changed],
+                        [s.streak_last_day for s in changed],
+                    ],
+                )
+            )
+        statements.extend(_period_statements(cid, state.period_deltas, members))
+        results = pipelined(statements)
+        if len(results[0]) != len(rows):
+            raise _ConcurrentDuplicate
+        if new_keys and len(results[2 if tally_keys else 1]) != len(new_keys):
+            raise _ConcurrentDuplicate
+        recompute = [s for s in members.values() if s.recompute_streak]
+        if recompute:
+            from points.corrections import bonuses_rederive
+
+            for member_state in sorted(recompute, key=lambda s: s.id):
+                bonuses_rederive(community=self.community, member_id=member_state.id)
+
+
+def _key_row(key: tuple[Any, ...]) -> tuple[str, int, str, str, str]:
+    if len(key) == 4:  # (plan, member id, kind, achievement): the plan's own once-only key
+        plan, member_id, kind, achievement = key
+        return (plan.once_key, member_id, plan.event.client_id, plan.rule_type, achievement)
+    plan, member_id, kind, achievement, name = key
+    return (name, member_id, plan.event.client_id, kind, achievement)
+
+
+@dataclass
+class _State:
+    """What the batch read, and what it changes, in memory."""
+
+    tallies: defaultdict[tuple[int, str, dt.date, str], Tally] = field(
+        default_factory=lambda: defaultdict(Tally)
+    )
+    touched: set[tuple[int, str, dt.date, str]] = field(default_factory=set)
+    once_keys: set[str] = field(default_factory=set)
+    new_keys: list[tuple[Any, ...]] = field(default_factory=list)
+    hashes: defaultdict[tuple[int, str], list[dt.datetime]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    scored_at: defaultdict[tuple[int, str], list[dt.datetime]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    period_deltas: defaultdict[tuple[int, str, dt.date], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[_Plan, _MemberState | None, int, dict[str, Any]]] = field(
+        default_factory=list
+    )
+
+    def room(self, member_id: int, day: dt.date, event_type: str) -> Room:
+        return Room(
+            type_today=self.tallies[(member_id, DAY, day, event_type)],
+            total_today=self.tallies[(member_id, DAY, day, DailyTally.TOTAL)],
+            type_week=self.tallies[(member_id, WEEK, week_start(day), event_type)],
+            type_month=self.tallies[(member_id, MONTH, month_start(day), event_type)],
+        )
+
+    def count(self, member_id: int, day: dt.date, event_type: str, points: int) -> None:
+        """One more counted event of ``event_type`` for the member, worth ``points``."""
+        for key in (
+            (member_id, DAY, day, event_type),
+            (member_id, DAY, day, DailyTally.TOTAL),
+            (member_id, WEEK, week_start(day), event_type),
+            (member_id, MONTH, month_start(day), event_type),
+        ):
+            before = self.tallies[key]
+            self.tallies[key] = Tally(before.count + 1, before.points + points)
+            self.touched.add(key)
+
+
+def _period_statements(
+    community_id: int,
+    deltas: dict[tuple[int, str, dt.date], int],
+    members: dict[str, _MemberState],
+) -> list[tuple[str, list[Any]]]:
+    """Add the batch's points to each member's period totals and keep ``active`` in step
+    with the member's status (left members are not ranked)."""
+    statements: list[tuple[str, list[Any]]] = []
+    active = {s.id: s.status == MemberStatus.ACTIVE for s in members.values()}
+    keys = sorted(deltas)
+    if keys:
+        statements.append(
+            (
+                """
+                INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points,
+                                                     active)
+                SELECT %s, x.member_id, x.kind, x.start, x.points, x.active
+                FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::bigint[], %s::boolean[])
+                     AS x(member_id, kind, start, points, active)
+                ON CONFLICT (member_id, kind, start) DO UPDATE
+                    SET points = p.points + EXCLUDED.points, active = EXCLUDED.active
+                """,
+                [
+                    community_id,
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [deltas[k] for k in keys],
+                    [active[k[0]] for k in keys],
+                ],
+            )
+        )
+    status_changed = {
+        s.id: s.status == MemberStatus.ACTIVE
+        for s in members.values()
+        if s.status != s.initial_status
+    }
+    if status_changed:
+        ids = sorted(status_changed)
+        statements.append(
+            (
+                """
+                UPDATE points_periodtotal AS p SET active = x.active
+                FROM unnest(%s::bigint[], %s::boolean[]) AS x(member_id, active)
+                WHERE p.member_id = x.member_id AND p.active IS DISTINCT FROM x.active
+                """,
+                [ids, [status_changed[i] for i in ids]],
+            )
+        )
+    return statements
