@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import leaderboards, views
+from api import events, leaderboards, views
 
 
 class MemberIdConverter:
@@ -24,6 +24,16 @@ urlpatterns = [
         "communities/<slug:community>/events/batch",
         views.EventBatchView.as_view(),
         name="events-batch",
+    ),
+    path(
+        "communities/<slug:community>/events/<member:event_id>",
+        events.EventDetailView.as_view(),
+        name="event-detail",
+    ),
+    path(
+        "communities/<slug:community>/events/<member:event_id>/reverse",
+        events.EventReverseView.as_view(),
+        name="event-reverse",
     ),
     path(
         "communities/<slug:community>/members/<member:member>",
