@@ -54,3 +54,19 @@ def rank_snapshots_refresh_all() -> int:
     for community_id in ids:
         rank_snapshots_refresh_community.delay(community_id)
     return len(ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def points_expire_community(community_id: int) -> dict[str, Any]:
+    from points.expiry import points_expire
+
+    return points_expire(community=Community.objects.get(pk=community_id))
+
+
+@shared_task
+def points_expire_all() -> int:
+    """Daily: one expiry task per community (a no-op where expiry is off)."""
+    ids = list(Community.objects.values_list("pk", flat=True))
+    for community_id in ids:
+        points_expire_community.delay(community_id)
+    return len(ids)
