@@ -1,13 +1,23 @@
 """Bot authentication (``Authorization: Api-Key <key>``) and per-endpoint scopes.
 
-Checking a key costs one indexed query (by its 8-character prefix, joined to its community)
-and one SHA-512 of a high-entropy secret: no password hasher per request.
+Checking a key costs one SHA-512 of a high-entropy secret (no password hasher per request) and,
+at most every ``API_KEY_CACHE_SECONDS`` per process, one indexed query (by its 8-character
+prefix, joined to its community). In between, a process answers from memory: a revoked or
+expired key stops working within that many seconds (10 by default), and ``last_used_at`` is
+written at most once a minute per key and process. The cached community row is only used for
+its id, slug, time zone and ``rules_revision``; ingestion re-checks the revision in its locking
+statement, so a new rule set version is never missed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
@@ -18,6 +28,32 @@ from points.models import CommunityApiKey, Member
 from points.selectors import member_from_token
 
 KEYWORD = "api-key"
+LAST_USED_EVERY = 60.0  # seconds between two writes of a key's last_used_at per process
+
+
+class _CachedKey:
+    __slots__ = ("api_key", "checked", "used_written")
+
+    def __init__(self, api_key: CommunityApiKey, checked: float, used_written: float) -> None:
+        self.api_key = api_key
+        self.checked = checked
+        self.used_written = used_written
+
+
+_key_cache: dict[str, _CachedKey] = {}
+_cache_lock = threading.Lock()
+
+
+def _cache_seconds() -> float:
+    return float(getattr(settings, "API_KEY_CACHE_SECONDS", 10))
+
+
+def api_key_cache_clear() -> None:
+    """Forget every cached key (tests that revoke a key and expect an immediate 401)."""
+    with _cache_lock:
+        _key_cache.clear()
+
+
 MEMBER_KEYWORD = "member"
 
 
@@ -65,14 +101,30 @@ class ApiKeyAuthentication(BaseAuthentication):
         prefix, dot, _secret = key.partition(".")
         if not dot:
             raise exceptions.AuthenticationFailed("Malformed API key.")
-        api_key = (
-            CommunityApiKey.objects.get_usable_keys()
-            .select_related("community")
-            .filter(prefix=prefix)
-            .first()
-        )
-        if api_key is None or not api_key.is_valid(key) or api_key.has_expired:
-            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        digest = hashlib.sha512(key.encode()).hexdigest()
+        now = time.monotonic()
+        cached = _key_cache.get(digest)
+        if cached is not None and now - cached.checked < _cache_seconds():
+            api_key = cached.api_key
+        else:
+            found = (
+                CommunityApiKey.objects.get_usable_keys()
+                .select_related("community")
+                .filter(prefix=prefix)
+                .first()
+            )
+            if found is None or not found.is_valid(key) or found.has_expired:
+                _key_cache.pop(digest, None)
+                raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+            api_key = found
+            cached = _CachedKey(api_key, now, cached.used_written if cached else 0.0)
+            with _cache_lock:
+                if len(_key_cache) > 10_000:
+                    _key_cache.clear()
+                _key_cache[digest] = cached
+        if now - cached.used_written >= LAST_USED_EVERY:
+            cached.used_written = now
+            CommunityApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
         return (None, api_key)
 
     def authenticate_header(self, request: Request) -> str:

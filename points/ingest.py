@@ -425,7 +425,8 @@ class _Batch:
                                         THEN EXCLUDED.display_name ELSE m.display_name END,
                     last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at)
                 RETURNING m.external_id, m.id, m.balance, m.lifetime_points, m.status,
-                          m.left_at, m.owed, m.streak_days, m.streak_last_day
+                          m.left_at, m.owed, m.streak_days, m.streak_last_day,
+                          (SELECT rules_revision FROM points_community WHERE id = %s)
                 """,
                 [
                     self.community.pk,
@@ -433,8 +434,16 @@ class _Batch:
                     ordered,
                     [names.get(m, "") for m in ordered],
                     [first_seen[m] for m in ordered],
+                    self.community.pk,
                 ],
             )
+            rows = cursor.fetchall()
+            revision = rows[0][9]
+            if revision != self.community.rules_revision:
+                # A rule set version was published since this community row was read (the
+                # API key cache keeps it a few seconds): score with the current versions.
+                self.community.rules_revision = revision
+                raise _ConcurrentDuplicate
             return {
                 row[0]: _MemberState(
                     id=row[1],
@@ -446,7 +455,7 @@ class _Batch:
                     streak_days=row[7],
                     streak_last_day=row[8],
                 )
-                for row in cursor.fetchall()
+                for row in rows
             }
 
     def _read_state(self, plans: list[_Plan], members: dict[str, _MemberState]) -> _State:

@@ -78,3 +78,5 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # A batch of 1,000 events is well under 2 MB; larger bodies are refused with 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("MAX_REQUEST_BYTES", 2 * 1024 * 1024))
 EVENTS_BATCH_MAX = 1000
+# A process trusts a checked API key this long (revocation takes effect within it).
+API_KEY_CACHE_SECONDS = float(os.environ.get("API_KEY_CACHE_SECONDS", "10"))

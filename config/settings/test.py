@@ -8,3 +8,6 @@ from .local import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+
+# Tests revoke keys and expect the next request to fail; the cache has its own test.
+API_KEY_CACHE_SECONDS = 0.0
