@@ -70,6 +70,8 @@ def django_database(url: str) -> dict[str, Any]:
         "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
         "CONN_HEALTH_CHECKS": True,
         "ATOMIC_REQUESTS": False,
-        "OPTIONS": {},
+        # Parameters travel apart from the SQL (no quoting of big arrays in Python) and hot
+        # statements are prepared by psycopg after a few uses.
+        "OPTIONS": {"server_side_binding": True},
         "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME") or None},
     }
