@@ -178,9 +178,17 @@ class MemberOutputSerializer(serializers.ModelSerializer):
     spendable = serializers.IntegerField(read_only=True)
     tier = serializers.SerializerMethodField()
     ranks = serializers.SerializerMethodField()
-    streak = serializers.SerializerMethodField()
+    streak = serializers.SerializerMethodField(
+        help_text="Consecutive local days with a check-in, up to today or yesterday (else 0)."
+    )
     koc = serializers.SerializerMethodField()
     honors = serializers.SerializerMethodField()
+    achievements = serializers.SerializerMethodField(
+        help_text="[{code, period, awarded_at}]: e.g. a month's check-in quota reached."
+    )
+    expiring = serializers.SerializerMethodField(
+        help_text="[{on, points}]: the next local days on which points expire (FIFO)."
+    )
 
     class Meta:
         model = Member
@@ -191,6 +199,7 @@ class MemberOutputSerializer(serializers.ModelSerializer):
             "balance",
             "held",
             "spendable",
+            "owed",
             "lifetime_points",
             "joined_at",
             "left_at",
@@ -199,6 +208,8 @@ class MemberOutputSerializer(serializers.ModelSerializer):
             "streak",
             "koc",
             "honors",
+            "achievements",
+            "expiring",
         ]
 
     # Tiers, ranks, streaks, KOC status and honors are computed by later capabilities; until
@@ -211,7 +222,19 @@ class MemberOutputSerializer(serializers.ModelSerializer):
         return {}
 
     def get_streak(self, obj: Member) -> int:
-        return 0
+        from points.selectors import member_streak
+
+        return member_streak(obj)
+
+    def get_achievements(self, obj: Member) -> list[dict[str, Any]]:
+        from points.selectors import member_achievements
+
+        return member_achievements(obj)
+
+    def get_expiring(self, obj: Member) -> list[dict[str, Any]]:
+        from points.expiry import points_expiring
+
+        return [{"on": e.on.isoformat(), "points": e.points} for e in points_expiring(member=obj)]
 
     def get_koc(self, obj: Member) -> bool:
         return False

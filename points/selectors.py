@@ -248,3 +248,35 @@ def member_from_token(token: str) -> Member:
     if member is None:
         raise InvalidMemberToken("The link is invalid.")
     return member
+
+
+def member_streak(member: Member, now: dt.datetime | None = None) -> int:
+    """The member's check-in streak as it stands today: kept while the last counted day is
+    today or yesterday (local), else broken (0)."""
+    from points.timeutils import today
+
+    last = member.streak_last_day
+    if last is None:
+        return 0
+    day = today(member.community.timezone, now)
+    return member.streak_days if (day - last).days <= 1 else 0
+
+
+def member_achievements(member: Member) -> list[dict[str, Any]]:
+    """Achievements earned (e.g. a month's check-in quota), newest first."""
+    from points.models import AwardOnce
+
+    rows = (
+        AwardOnce.objects.filter(member=member)
+        .exclude(achievement="")
+        .order_by("-created_at")
+        .values("achievement", "key", "created_at")
+    )
+    return [
+        {
+            "code": row["achievement"],
+            "period": row["key"].rsplit(":", 1)[-1],
+            "awarded_at": row["created_at"].isoformat(),
+        }
+        for row in rows
+    ]
