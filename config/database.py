@@ -55,6 +55,11 @@ def resolve_database_url(*, prefer_local: bool = False) -> str:
     return embedded_database_url()
 
 
+def _prepare_threshold() -> int | None:
+    raw = os.environ.get("DB_PREPARE_THRESHOLD", "5").strip()
+    return int(raw) if raw else None
+
+
 def django_database(url: str) -> dict[str, Any]:
     """Turn a libpq URL (TCP or Unix socket) into Django's DATABASES entry."""
     from psycopg.conninfo import conninfo_to_dict
@@ -70,8 +75,12 @@ def django_database(url: str) -> dict[str, Any]:
         "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
         "CONN_HEALTH_CHECKS": True,
         "ATOMIC_REQUESTS": False,
-        # Parameters travel apart from the SQL (no quoting of big arrays in Python) and hot
-        # statements are prepared by psycopg after a few uses.
-        "OPTIONS": {"server_side_binding": True},
+        # Parameters travel apart from the SQL (no quoting of big arrays in Python) and a
+        # statement run 5 times on a connection is prepared (planning cost paid once). Set
+        # DB_PREPARE_THRESHOLD="" behind a transaction-pooling PgBouncer older than 1.21.
+        "OPTIONS": {
+            "server_side_binding": True,
+            "prepare_threshold": _prepare_threshold(),
+        },
         "TEST": {"NAME": os.environ.get("TEST_DATABASE_NAME") or None},
     }

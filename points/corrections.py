@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
+from django.db.models.functions import Collate
 from django.utils import timezone
 
 from points.exceptions import EventNotFound
@@ -76,7 +77,7 @@ def event_reverse(
             m.pk: m
             for m in Member.objects.select_for_update()
             .filter(pk__in=paid_ids)
-            .order_by("external_id")
+            .order_by(Collate("external_id", "C"))
         }
         why = reason or f"reversal of event {client_id}"
         taken: list[dict[str, Any]] = []

@@ -252,8 +252,53 @@ def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
     )
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as one JSON parameter for ``json_to_recordset``: one C-speed ``json.dumps``
+    instead of adapting one array per column in Python (dates and times as ISO text)."""
+    return json.dumps(
+        [dict(zip(names, row, strict=True)) for row in rows], default=str, ensure_ascii=False
+    )
+
+
+EVENT_COLUMNS = (
+    "client_id",
+    "member_id",
+    "type",
+    "occurred_at",
+    "local_day",
+    "target",
+    "content",
+    "score",
+    "grp",
+    "meta",
+    "body_hash",
+    "rule_version",
+    "points",
+    "result",
+    "beneficiary_id",
+    "content_hash",
+)
+ENTRY_COLUMNS = (
+    "client_id",
+    "member_id",
+    "kind",
+    "points",
+    "balance_after",
+    "rule",
+    "rule_version",
+    "reason",
+    "n",
+)
+MEMBER_COLUMNS = (
+    "id",
+    "balance",
+    "lifetime",
+    "status",
+    "left_at",
+    "owed",
+    "streak_days",
+    "streak_last_day",
+)
 
 
 @dataclass
@@ -396,7 +441,8 @@ class _Batch:
 
     def _lock_members(self, plans: list[_Plan]) -> dict[str, _MemberState]:
         """Create unknown members and lock every member row the batch touches, in
-        ``external_id`` order (one statement, so the order holds)."""
+        ``external_id`` order, byte-wise (``COLLATE "C"``, as every service that locks several
+        members does; one statement, so the order holds)."""
         first_seen: dict[str, dt.datetime] = {}
         names: dict[str, str] = {}
         for plan in plans:
@@ -417,9 +463,9 @@ class _Batch:
                      lifetime_points, joined_at, last_event_at, created_at)
                 SELECT %s, x.external_id, x.display_name, 'active', 0, 0, 0, x.first_seen,
                        x.first_seen, %s
-                FROM unnest(%s::text[], %s::text[], %s::timestamptz[])
-                     WITH ORDINALITY AS x(external_id, display_name, first_seen, n)
-                ORDER BY x.n
+                FROM json_to_recordset(%s::json)
+                     AS x(external_id text, display_name text, first_seen timestamptz)
+                ORDER BY x.external_id COLLATE "C"
                 ON CONFLICT (community_id, external_id) DO UPDATE SET
                     display_name = CASE WHEN EXCLUDED.display_name <> ''
                                         THEN EXCLUDED.display_name ELSE m.display_name END,
@@ -431,9 +477,10 @@ class _Batch:
                 [
                     self.community.pk,
                     self.now,
-                    ordered,
-                    [names.get(m, "") for m in ordered],
-                    [first_seen[m] for m in ordered],
+                    _recordset(
+                        ("external_id", "display_name", "first_seen"),
+                        [(m, names.get(m, ""), first_seen[m]) for m in ordered],
+                    ),
                     self.community.pk,
                 ],
             )
@@ -721,20 +768,19 @@ class _Batch:
                 plan.occurred,
                 plan.day,
                 plan.event.target,
-                _json(plan.event.content),
+                plan.event.content,
                 plan.event.score,
                 plan.event.group,
-                _json(plan.event.meta),
+                plan.event.meta or {},
                 self.hashes[plan.index],
                 plan.version.version,
                 points,
-                _json(result),
+                result,
                 payee.id if payee is not None else None,
                 plan.content_hash,
             )
             for plan, payee, points, result in state.events
         ]
-        columns = [list(c) for c in zip(*rows, strict=True)]
         statements: list[tuple[str, list[Any]]] = [
             (
                 """
@@ -743,20 +789,17 @@ class _Batch:
                      local_day, target, content, score, "group", meta, body_hash, rule_version,
                      points, result, beneficiary_id, content_hash)
                 SELECT %s, x.client_id, x.member_id, x.type, x.occurred_at, %s, x.local_day,
-                       x.target, x.content::jsonb, x.score, x.grp,
-                       COALESCE(x.meta::jsonb, '{}'), x.body_hash, x.rule_version, x.points,
-                       x.result::jsonb, x.beneficiary_id, x.content_hash
-                FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %s::date[],
-                            %s::text[], %s::text[], %s::smallint[], %s::text[], %s::text[],
-                            %s::text[], %s::int[], %s::int[], %s::text[], %s::bigint[],
-                            %s::text[])
-                     AS x(client_id, member_id, type, occurred_at, local_day, target, content,
-                          score, grp, meta, body_hash, rule_version, points, result,
-                          beneficiary_id, content_hash)
+                       x.target, x.content, x.score, x.grp, x.meta, x.body_hash,
+                       x.rule_version, x.points, x.result, x.beneficiary_id, x.content_hash
+                FROM json_to_recordset(%s::json)
+                     AS x(client_id text, member_id bigint, type text, occurred_at timestamptz,
+                          local_day date, target text, content jsonb, score smallint, grp text,
+                          meta jsonb, body_hash text, rule_version int, points int,
+                          result jsonb, beneficiary_id bigint, content_hash text)
                 ON CONFLICT (community_id, client_id) DO NOTHING
                 RETURNING client_id
                 """,
-                [cid, now, *columns],
+                [cid, now, _recordset(EVENT_COLUMNS, rows)],
             )
         ]
         tally_keys = sorted(state.touched)
@@ -767,19 +810,21 @@ class _Batch:
                     INSERT INTO points_dailytally AS t
                         (community_id, member_id, span, day, event_type, count, points)
                     SELECT %s, x.member_id, x.span, x.day, x.event_type, x.count, x.points
-                    FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::text[], %s::int[],
-                                %s::int[]) AS x(member_id, span, day, event_type, count, points)
+                    FROM json_to_recordset(%s::json)
+                         AS x(member_id bigint, span text, day date, event_type text, count int,
+                              points int)
                     ON CONFLICT (member_id, span, day, event_type) DO UPDATE
                         SET count = EXCLUDED.count, points = EXCLUDED.points
                     """,
                     [
                         cid,
-                        [k[0] for k in tally_keys],
-                        [k[1] for k in tally_keys],
-                        [k[2] for k in tally_keys],
-                        [k[3] for k in tally_keys],
-                        [state.tallies[k].count for k in tally_keys],
-                        [state.tallies[k].points for k in tally_keys],
+                        _recordset(
+                            ("member_id", "span", "day", "event_type", "count", "points"),
+                            [
+                                (*k, state.tallies[k].count, state.tallies[k].points)
+                                for k in tally_keys
+                            ],
+                        ),
                     ],
                 )
             )
@@ -819,14 +864,19 @@ class _Batch:
                          rule_version, reason, created_at)
                     SELECT %s, x.member_id, e.id, x.kind, x.points, x.balance_after, x.rule,
                            x.rule_version, x.reason, %s
-                    FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::int[], %s::bigint[],
-                                %s::text[], %s::int[], %s::text[]) WITH ORDINALITY
-                         AS x(client_id, member_id, kind, points, balance_after, rule,
-                              rule_version, reason, n)
+                    FROM json_to_recordset(%s::json)
+                         AS x(client_id text, member_id bigint, kind text, points int,
+                              balance_after bigint, rule text, rule_version int, reason text,
+                              n int)
                     JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
                     ORDER BY x.n
                     """,
-                    [cid, now, *[list(c) for c in zip(*entries, strict=True)], cid],
+                    [
+                        cid,
+                        now,
+                        _recordset(ENTRY_COLUMNS, [(*e, n) for n, e in enumerate(entries)]),
+                        cid,
+                    ],
                 )
             )
         changed = sorted((s for s in members.values() if s.changed), key=lambda s: s.id)
@@ -838,21 +888,29 @@ class _Batch:
                     SET balance = x.balance, lifetime_points = x.lifetime, status = x.status,
                         left_at = x.left_at, owed = x.owed, streak_days = x.streak_days,
                         streak_last_day = x.streak_last_day
-                    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
-                                %s::timestamptz[], %s::bigint[], %s::int[], %s::date[])
-                         AS x(id, balance, lifetime, status, left_at, owed, streak_days,
-                              streak_last_day)
+                    FROM json_to_recordset(%s::json)
+                         AS x(id bigint, balance bigint, lifetime bigint, status text,
+                              left_at timestamptz, owed bigint, streak_days int,
+                              streak_last_day date)
                     WHERE m.id = x.id
                     """,
                     [
-                        [s.id for s in changed],
-                        [s.balance for s in changed],
-                        [s.lifetime for s in changed],
-                        [s.status for s in changed],
-                        [s.left_at for s in changed],
-                        [s.owed for s in changed],
-                        [s.streak_days for s in changed],
-                        [s.streak_last_day for s in changed],
+                        _recordset(
+                            MEMBER_COLUMNS,
+                            [
+                                (
+                                    s.id,
+                                    s.balance,
+                                    s.lifetime,
+                                    s.status,
+                                    s.left_at,
+                                    s.owed,
+                                    s.streak_days,
+                                    s.streak_last_day,
+                                )
+                                for s in changed
+                            ],
+                        )
                     ],
                 )
             )
@@ -940,18 +998,17 @@ def _period_statements(
                 INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points,
                                                      active)
                 SELECT %s, x.member_id, x.kind, x.start, x.points, x.active
-                FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::bigint[], %s::boolean[])
-                     AS x(member_id, kind, start, points, active)
+                FROM json_to_recordset(%s::json)
+                     AS x(member_id bigint, kind text, start date, points bigint, active boolean)
                 ON CONFLICT (member_id, kind, start) DO UPDATE
                     SET points = p.points + EXCLUDED.points, active = EXCLUDED.active
                 """,
                 [
                     community_id,
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [k[2] for k in keys],
-                    [deltas[k] for k in keys],
-                    [active[k[0]] for k in keys],
+                    _recordset(
+                        ("member_id", "kind", "start", "points", "active"),
+                        [(*k, deltas[k], active[k[0]]) for k in keys],
+                    ),
                 ],
             )
         )
