@@ -279,7 +279,7 @@ def bonuses_rederive(
             continue
         firsts: dict[dt.date, Event] = {}
         for event in Event.objects.filter(
-            member=member, type=config.type, reversed_at__isnull=True
+            community=community, member=member, type=config.type, reversed_at__isnull=True
         ).order_by("occurred_at", "id"):
             if _counted(_main_award(event, member)) and event.local_day not in firsts:
                 firsts[event.local_day] = event

@@ -105,18 +105,18 @@ def points_expiring(
         cursor.execute(
             """
             SELECT COALESCE(-sum(points) FILTER (WHERE points < 0), 0)
-            FROM points_ledgerentry WHERE member_id = %s
+            FROM points_ledgerentry WHERE community_id = %s AND member_id = %s
             """,
-            [member.pk],
+            [member.community_id, member.pk],
         )
         debits = cursor.fetchone()[0]
         cursor.execute(
             """
             SELECT created_at, points FROM points_ledgerentry
-            WHERE member_id = %s AND points > 0 AND kind = ANY(%s)
+            WHERE community_id = %s AND member_id = %s AND points > 0 AND kind = ANY(%s)
             ORDER BY created_at, id
             """,
-            [member.pk, list(CREDIT_KINDS)],
+            [member.community_id, member.pk, list(CREDIT_KINDS)],
         )
         lots = cursor.fetchall()
     out: dict[dt.date, int] = {}

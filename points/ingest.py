@@ -298,6 +298,8 @@ MEMBER_COLUMNS = (
     "owed",
     "streak_days",
     "streak_last_day",
+    "last_event_at",
+    "display_name",
 )
 
 
@@ -335,6 +337,8 @@ class _Batch:
         self.hashes = hashes
         self.now = now
         self.tz = community.timezone
+        self.names: dict[str, str] = {}  # display names sent in the batch, by member
+        self.last_seen: dict[str, dt.datetime] = {}  # each poster's latest event in the batch
 
     # -- 1. validate and plan ------------------------------------------------------------
 
@@ -444,8 +448,12 @@ class _Batch:
         ``external_id`` order, byte-wise (``COLLATE "C"``, as every service that locks several
         members does; one statement, so the order holds)."""
         first_seen: dict[str, dt.datetime] = {}
+        last_seen: dict[str, dt.datetime] = {}
         names: dict[str, str] = {}
         for plan in plans:
+            actor = plan.event.member
+            if actor not in last_seen or plan.occurred > last_seen[actor]:
+                last_seen[actor] = plan.occurred
             for ext in (plan.event.member, plan.beneficiary):
                 if ext is not None and (ext not in first_seen or plan.occurred < first_seen[ext]):
                     first_seen[ext] = plan.occurred
@@ -455,55 +463,65 @@ class _Batch:
             if isinstance(name, str) and name.strip():
                 names[plan.event.member] = name.strip()[:200]
         ordered = sorted(first_seen)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO points_member AS m
-                    (community_id, external_id, display_name, status, balance, held,
-                     lifetime_points, joined_at, last_event_at, created_at)
-                SELECT %s, x.external_id, x.display_name, 'active', 0, 0, 0, x.first_seen,
-                       x.first_seen, %s
-                FROM json_to_recordset(%s::json)
-                     AS x(external_id text, display_name text, first_seen timestamptz)
-                ORDER BY x.external_id COLLATE "C"
-                ON CONFLICT (community_id, external_id) DO UPDATE SET
-                    display_name = CASE WHEN EXCLUDED.display_name <> ''
-                                        THEN EXCLUDED.display_name ELSE m.display_name END,
-                    last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at)
-                RETURNING m.external_id, m.id, m.balance, m.lifetime_points, m.status,
-                          m.left_at, m.owed, m.streak_days, m.streak_last_day,
-                          (SELECT rules_revision FROM points_community WHERE id = %s)
-                """,
-                [
-                    self.community.pk,
-                    self.now,
-                    _recordset(
-                        ("external_id", "display_name", "first_seen"),
-                        [(m, names.get(m, ""), first_seen[m]) for m in ordered],
-                    ),
-                    self.community.pk,
-                ],
+        # New members are inserted (DO NOTHING leaves existing rows untouched: no dead row
+        # version per event), then every row is locked in order; both in one round trip.
+        _inserted, rows = pipelined(
+            [
+                (
+                    """
+                    INSERT INTO points_member
+                        (community_id, external_id, display_name, status, balance, held,
+                         lifetime_points, joined_at, last_event_at, created_at)
+                    SELECT %s, x.external_id, x.display_name, 'active', 0, 0, 0, x.first_seen,
+                           x.first_seen, %s
+                    FROM json_to_recordset(%s::json)
+                         AS x(external_id text, display_name text, first_seen timestamptz)
+                    ORDER BY x.external_id COLLATE "C"
+                    ON CONFLICT (community_id, external_id) DO NOTHING
+                    """,
+                    [
+                        self.community.pk,
+                        self.now,
+                        _recordset(
+                            ("external_id", "display_name", "first_seen"),
+                            [(m, names.get(m, ""), first_seen[m]) for m in ordered],
+                        ),
+                    ],
+                ),
+                (
+                    """
+                    SELECT m.external_id, m.id, m.balance, m.lifetime_points, m.status,
+                           m.left_at, m.owed, m.streak_days, m.streak_last_day,
+                           (SELECT rules_revision FROM points_community WHERE id = %s)
+                    FROM points_member m
+                    WHERE m.community_id = %s AND m.external_id = ANY(%s)
+                    ORDER BY m.external_id COLLATE "C"
+                    FOR UPDATE OF m
+                    """,
+                    [self.community.pk, self.community.pk, ordered],
+                ),
+            ]
+        )
+        revision = rows[0][9]
+        if revision != self.community.rules_revision:
+            # A rule set version was published since this community row was read (the API
+            # key cache keeps it a few seconds): score with the current versions.
+            self.community.rules_revision = revision
+            raise _ConcurrentDuplicate
+        self.names, self.last_seen = names, last_seen
+        return {
+            row[0]: _MemberState(
+                id=row[1],
+                balance=row[2],
+                lifetime=row[3],
+                status=row[4],
+                left_at=row[5],
+                owed=row[6],
+                streak_days=row[7],
+                streak_last_day=row[8],
             )
-            rows = cursor.fetchall()
-            revision = rows[0][9]
-            if revision != self.community.rules_revision:
-                # A rule set version was published since this community row was read (the
-                # API key cache keeps it a few seconds): score with the current versions.
-                self.community.rules_revision = revision
-                raise _ConcurrentDuplicate
-            return {
-                row[0]: _MemberState(
-                    id=row[1],
-                    balance=row[2],
-                    lifetime=row[3],
-                    status=row[4],
-                    left_at=row[5],
-                    owed=row[6],
-                    streak_days=row[7],
-                    streak_last_day=row[8],
-                )
-                for row in rows
-            }
+            for row in rows
+        }
 
     def _read_state(self, plans: list[_Plan], members: dict[str, _MemberState]) -> _State:
         cid = self.community.pk
@@ -879,41 +897,45 @@ class _Batch:
                     ],
                 )
             )
-        changed = sorted((s for s in members.values() if s.changed), key=lambda s: s.id)
-        if changed:
-            statements.append(
-                (
-                    """
-                    UPDATE points_member AS m
-                    SET balance = x.balance, lifetime_points = x.lifetime, status = x.status,
-                        left_at = x.left_at, owed = x.owed, streak_days = x.streak_days,
-                        streak_last_day = x.streak_last_day
-                    FROM json_to_recordset(%s::json)
-                         AS x(id bigint, balance bigint, lifetime bigint, status text,
-                              left_at timestamptz, owed bigint, streak_days int,
-                              streak_last_day date)
-                    WHERE m.id = x.id
-                    """,
-                    [
-                        _recordset(
-                            MEMBER_COLUMNS,
-                            [
-                                (
-                                    s.id,
-                                    s.balance,
-                                    s.lifetime,
-                                    s.status,
-                                    s.left_at,
-                                    s.owed,
-                                    s.streak_days,
-                                    s.streak_last_day,
-                                )
-                                for s in changed
-                            ],
-                        )
-                    ],
-                )
+        ext_of = {state_.id: ext for ext, state_ in members.items()}
+        touched = sorted(members.values(), key=lambda s: s.id)
+        statements.append(
+            (
+                """
+                UPDATE points_member AS m
+                SET balance = x.balance, lifetime_points = x.lifetime, status = x.status,
+                    left_at = x.left_at, owed = x.owed, streak_days = x.streak_days,
+                    streak_last_day = x.streak_last_day,
+                    last_event_at = GREATEST(m.last_event_at, x.last_event_at),
+                    display_name = COALESCE(NULLIF(x.display_name, ''), m.display_name)
+                FROM json_to_recordset(%s::json)
+                     AS x(id bigint, balance bigint, lifetime bigint, status text,
+                          left_at timestamptz, owed bigint, streak_days int,
+                          streak_last_day date, last_event_at timestamptz, display_name text)
+                WHERE m.id = x.id
+                """,
+                [
+                    _recordset(
+                        MEMBER_COLUMNS,
+                        [
+                            (
+                                s.id,
+                                s.balance,
+                                s.lifetime,
+                                s.status,
+                                s.left_at,
+                                s.owed,
+                                s.streak_days,
+                                s.streak_last_day,
+                                self.last_seen.get(ext_of[s.id]),
+                                self.names.get(ext_of[s.id], ""),
+                            )
+                            for s in touched
+                        ],
+                    )
+                ],
             )
+        )
         statements.extend(_period_statements(cid, state.period_deltas, members))
         results = pipelined(statements)
         if len(results[0]) != len(rows):
