@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from bench import database, profiling
+from bench import database, profiling, rules_cost
 from bench.load import (
     BatchClient,
     EventSource,
@@ -116,6 +116,7 @@ def main() -> int:
     bench_url = database.recreate(server_url, dbname)
     try:
         slug, api_key = setup_django(bench_url)
+        foundation_key = rules_cost.create_foundation_community("bench-foundation")
         database.create_raw_table(bench_url)
         pg = database.server_settings(bench_url)
         note(
@@ -147,6 +148,28 @@ def main() -> int:
                 size=size,
                 members=members,
                 run_id=run_id,
+            )
+            full, foundation = rules_cost.measure(
+                server.port,
+                full_slug=slug,
+                full_key=api_key,
+                foundation_slug="bench-foundation",
+                foundation_key=foundation_key,
+                clients=clients,
+                seconds=seconds,
+                warmup=warmup,
+                members=members,
+                run_id=run_id,
+            )
+            describe(full, "events")
+            describe(foundation, "events")
+            figure(
+                f"single events over HTTP with the full default rule set vs the foundation's "
+                f"rules ({clients} clients, same event mix incl. reactions and content hashes; "
+                f"target ≥ 0.80, i.e. at most 25% more per event)",
+                full.rate,
+                foundation.rate,
+                "events/s",
             )
         if os.environ.get("BENCH_PROFILE", "1") == "1":
             paths = profiling.profile_in_process(

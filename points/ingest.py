@@ -254,7 +254,12 @@ def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
 
 def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows as one JSON parameter for ``json_to_recordset``: one C-speed ``json.dumps``
-    instead of adapting one array per column in Python (dates and times as ISO text)."""
+    instead of adapting one array per column in Python (dates and times as ISO text).
+
+    The planner guesses 100 rows for any ``json_to_recordset``, and with that guess it joins
+    a table by hash (scanning every event or member of the community). So every statement
+    that joins a table to such rows also filters that table by ``= ANY(<key array>)``: an
+    index scan whatever the plan (generic or custom)."""
     return json.dumps(
         [dict(zip(names, row, strict=True)) for row in rows], default=str, ensure_ascii=False
     )
@@ -857,6 +862,7 @@ class _Batch:
                     FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
                          AS x(key, member_id, client_id, kind, achievement)
                     JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+                    WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
                     ON CONFLICT (community_id, key) DO NOTHING
                     RETURNING key
                     """,
@@ -869,6 +875,8 @@ class _Batch:
                         [k[3] for k in new_keys],
                         [k[4] for k in new_keys],
                         cid,
+                        cid,
+                        sorted({k[2] for k in new_keys}),
                     ],
                 )
             )
@@ -887,6 +895,7 @@ class _Batch:
                               balance_after bigint, rule text, rule_version int, reason text,
                               n int)
                     JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+                    WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
                     ORDER BY x.n
                     """,
                     [
@@ -894,6 +903,8 @@ class _Batch:
                         now,
                         _recordset(ENTRY_COLUMNS, [(*e, n) for n, e in enumerate(entries)]),
                         cid,
+                        cid,
+                        sorted({e[0] for e in entries}),
                     ],
                 )
             )
@@ -912,7 +923,7 @@ class _Batch:
                      AS x(id bigint, balance bigint, lifetime bigint, status text,
                           left_at timestamptz, owed bigint, streak_days int,
                           streak_last_day date, last_event_at timestamptz, display_name text)
-                WHERE m.id = x.id
+                WHERE m.id = x.id AND m.id = ANY(%s::bigint[])
                 """,
                 [
                     _recordset(
@@ -932,7 +943,8 @@ class _Batch:
                             )
                             for s in touched
                         ],
-                    )
+                    ),
+                    [s.id for s in touched],
                 ],
             )
         )
