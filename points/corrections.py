@@ -158,23 +158,11 @@ def day_rescore(
         )
     )
     versions = {v.version: v.rules for v in rule_versions(member.community)}
-    old_day = {
-        t.event_type: t for t in DailyTally.objects.filter(member=member, span="day", day=day)
-    }
-    week = {
-        t.event_type: t
-        for t in DailyTally.objects.filter(member=member, span="week", day=week_start(day))
-    }
-    month = {
-        t.event_type: t
-        for t in DailyTally.objects.filter(member=member, span="month", day=month_start(day))
-    }
-
-    def outside(spans: dict[str, DailyTally], event_type: str) -> int:
-        """Points of ``event_type`` earned in the week/month outside this day."""
-        old = old_day.get(event_type)
-        span = spans.get(event_type)
-        return (span.points if span else 0) - (old.points if old else 0)
+    old_day = {t.event_type: t for t in DailyTally.objects.filter(member=member, day=day)}
+    week = _points_by_type(member, week_start(day), week_start(day) + dt.timedelta(days=6), day)
+    month_first = month_start(day)
+    month_last = (month_first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    month = _points_by_type(member, month_first, month_last - dt.timedelta(days=1), day)
 
     counts: dict[str, int] = defaultdict(int)
     points_by_type: dict[str, int] = defaultdict(int)
@@ -192,8 +180,8 @@ def day_rescore(
         room = Room(
             type_today=Tally(counts[rule_type] - 1, points_by_type[rule_type]),
             total_today=Tally(0, total),
-            type_week=Tally(0, outside(week, rule_type) + points_by_type[rule_type]),
-            type_month=Tally(0, outside(month, rule_type) + points_by_type[rule_type]),
+            type_week=Tally(0, week.get(rule_type, 0) + points_by_type[rule_type]),
+            type_month=Tally(0, month.get(rule_type, 0) + points_by_type[rule_type]),
         )
         gross = int(award.get("gross", award["base"]))
         new_points, _cap = cap_points(rules, rule_type, gross, room)
@@ -226,37 +214,29 @@ def day_rescore(
                 {"event": event.client_id, "member": member.external_id, "points": delta}
             )
 
-    # The day's tallies as they now stand; the week's and month's move by the same change.
-    types = set(old_day) | set(counts) - {DailyTally.TOTAL}
-    for event_type in sorted(types - {DailyTally.TOTAL}):
-        old = old_day.get(event_type)
-        new_count, new_points = counts.get(event_type, 0), points_by_type.get(event_type, 0)
-        d_count = new_count - (old.count if old else 0)
-        d_points = new_points - (old.points if old else 0)
-        _tally_set(member, "day", day, event_type, new_count, new_points)
-        for span, start, rows in (
-            ("week", week_start(day), week),
-            ("month", month_start(day), month),
-        ):
-            row = rows.get(event_type)
-            _tally_set(
-                member,
-                span,
-                start,
-                event_type,
-                max((row.count if row else 0) + d_count, 0),
-                max((row.points if row else 0) + d_points, 0),
-            )
-    _tally_set(member, "day", day, DailyTally.TOTAL, sum(counts.values()), total)
+    # The day's tallies as they now stand (weeks and months are sums of days).
+    for event_type in sorted((set(old_day) | set(counts)) - {DailyTally.TOTAL}):
+        _tally_set(member, day, event_type, counts.get(event_type, 0), points_by_type[event_type])
+    _tally_set(member, day, DailyTally.TOTAL, sum(counts.values()), total)
     return changes
 
 
-def _tally_set(
-    member: Member, span: str, day: dt.date, event_type: str, count: int, points: int
-) -> None:
+def _points_by_type(
+    member: Member, first: dt.date, last: dt.date, excluding: dt.date
+) -> dict[str, int]:
+    """Points per type the member earned from ``first`` to ``last``, but ``excluding`` day."""
+    rows = (
+        DailyTally.objects.filter(member=member, day__range=(first, last))
+        .exclude(day=excluding)
+        .values("event_type")
+        .annotate(points=Sum("points"))
+    )
+    return {row["event_type"]: row["points"] for row in rows}
+
+
+def _tally_set(member: Member, day: dt.date, event_type: str, count: int, points: int) -> None:
     DailyTally.objects.update_or_create(
         member=member,
-        span=span,
         day=day,
         event_type=event_type,
         defaults={"count": count, "points": points, "community_id": member.community_id},
@@ -298,7 +278,6 @@ def bonuses_rederive(
             for day in days:
                 per_month[month_start(day)].append(day)
             for start, month_days in per_month.items():
-                _tally_set(member, "month", start, DailyTally.CHECK_IN_DAYS, len(month_days), 0)
                 if len(month_days) >= quota.days and quota.bonus:
                     expected[f"quota:{member.pk}:{start:%Y-%m}"] = (
                         month_days[quota.days - 1],

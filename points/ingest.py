@@ -44,7 +44,13 @@ from points.selectors import RuleVersion, rules_in_force
 from points.timeutils import local_day, month_start, week_start
 
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
-DAY, WEEK, MONTH = "day", "week", "month"
+# In-memory tally spans; only DAY rows are stored. MONTH_DAYS: days of a month with a counted
+# event of the type (what a monthly quota counts).
+DAY, WEEK, MONTH, MONTH_DAYS = "day", "week", "month", "month_days"
+
+
+def _month_end(start: dt.date) -> dt.date:
+    return (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -324,9 +330,6 @@ class _Plan:
     once_key: str | None = None
 
 
-TallyKey = tuple[str, str, dt.date, str]  # (member external id, span, span start, type)
-
-
 class _Batch:
     """The state of one ingestion transaction (see the module docstring for its steps)."""
 
@@ -530,27 +533,34 @@ class _Batch:
 
     def _read_state(self, plans: list[_Plan], members: dict[str, _MemberState]) -> _State:
         cid = self.community.pk
-        spans: set[tuple[int, str, dt.date]] = set()
+        # Only day tallies are stored; a week's or month's is summed from them, and only where
+        # a rule needs it (a weekly or monthly cap on the type, a monthly quota).
+        spans: set[tuple[int, str, dt.date, dt.date, str]] = set()
         for plan in plans:
-            who = plan.beneficiary or plan.event.member
-            mid = members[who].id
-            spans.update(
-                {
-                    (mid, DAY, plan.day),
-                    (mid, WEEK, week_start(plan.day)),
-                    (mid, MONTH, month_start(plan.day)),
-                }
-            )
+            rules = plan.version.rules
+            payee = members[plan.beneficiary or plan.event.member].id
+            spans.add((payee, DAY, plan.day, plan.day, ""))
+            if plan.rule_type in rules.weekly_caps:
+                start = week_start(plan.day)
+                spans.add((payee, WEEK, start, start + dt.timedelta(days=6), plan.rule_type))
+            quota = rules.monthly_quota
+            if plan.rule_type in rules.monthly_caps or (quota and quota.type == plan.rule_type):
+                start = month_start(plan.day)
+                spans.add((payee, MONTH, start, _month_end(start), plan.rule_type))
         span_list = sorted(spans)
         statements: list[tuple[str, list[Any]]] = [
             (
                 """
-                SELECT t.member_id, t.span, t.day, t.event_type, t.count, t.points
-                FROM points_dailytally t
-                JOIN unnest(%s::bigint[], %s::text[], %s::date[]) AS k(member_id, span, day)
-                  ON t.member_id = k.member_id AND t.span = k.span AND t.day = k.day
+                SELECT k.member_id, k.span, k.start, t.event_type, sum(t.count)::int,
+                       sum(t.points)::int, (count(*) FILTER (WHERE t.count > 0))::int
+                FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::date[], %s::text[])
+                     AS k(member_id, span, start, stop, type)
+                JOIN points_dailytally t
+                  ON t.member_id = k.member_id AND t.day BETWEEN k.start AND k.stop
+                 AND (k.type = '' OR t.event_type = k.type)
+                GROUP BY k.member_id, k.span, k.start, t.event_type
                 """,
-                [[s[0] for s in span_list], [s[1] for s in span_list], [s[2] for s in span_list]],
+                [[s[i] for s in span_list] for i in range(5)],
             )
         ]
         wanted = {p.once_key for p in plans if p.once_key}
@@ -613,8 +623,10 @@ class _Batch:
         )
         tallies, taken, hashes, scored = pipelined(statements)
         state = _State()
-        for member_id, span, day, event_type, count, points in tallies:
+        for member_id, span, day, event_type, count, points, days in tallies:
             state.tallies[(member_id, span, day, event_type)] = Tally(count, points)
+            if span == MONTH:
+                state.tallies[(member_id, MONTH_DAYS, day, event_type)] = Tally(days, 0)
         state.once_keys = {row[0] for row in taken}
         for member_id, content_hash, at in hashes:
             state.hashes[(member_id, content_hash)].append(at)
@@ -653,7 +665,9 @@ class _Batch:
                     type_week=room.type_week,
                     type_month=room.type_month,
                     gate=gate,
-                    pays_actor=payee is actor,
+                    pays_actor=payee is actor
+                    and plan.rule_type == event.type
+                    and event.type != EventType.REACTION,
                 )
                 awards.extend((payee, a) for a in main)
                 counted = gate is None and payee.status != MemberStatus.LEFT
@@ -723,10 +737,9 @@ class _Batch:
                         state.new_keys.append((plan, member.id, "streak", "", key))
         if quota is not None and quota.type == plan.event.type:
             month = month_start(plan.day)
-            days_key = (member.id, MONTH, month, DailyTally.CHECK_IN_DAYS)
+            days_key = (member.id, MONTH_DAYS, month, quota.type)
             before = state.tallies[days_key]
             state.tallies[days_key] = Tally(before.count + 1, before.points)
-            state.touched.add(days_key)
             key = f"quota:{member.id}:{month:%Y-%m}"
             if before.count + 1 == quota.days and key not in state.once_keys:
                 out.append(Award("monthly_quota.bonus", quota.bonus, quota.bonus))
@@ -831,20 +844,20 @@ class _Batch:
                 (
                     """
                     INSERT INTO points_dailytally AS t
-                        (community_id, member_id, span, day, event_type, count, points)
-                    SELECT %s, x.member_id, x.span, x.day, x.event_type, x.count, x.points
+                        (community_id, member_id, day, event_type, count, points)
+                    SELECT %s, x.member_id, x.day, x.event_type, x.count, x.points
                     FROM json_to_recordset(%s::json)
-                         AS x(member_id bigint, span text, day date, event_type text, count int,
+                         AS x(member_id bigint, day date, event_type text, count int,
                               points int)
-                    ON CONFLICT (member_id, span, day, event_type) DO UPDATE
+                    ON CONFLICT (member_id, day, event_type) DO UPDATE
                         SET count = EXCLUDED.count, points = EXCLUDED.points
                     """,
                     [
                         cid,
                         _recordset(
-                            ("member_id", "span", "day", "event_type", "count", "points"),
+                            ("member_id", "day", "event_type", "count", "points"),
                             [
-                                (*k, state.tallies[k].count, state.tallies[k].points)
+                                (k[0], k[2], k[3], state.tallies[k].count, state.tallies[k].points)
                                 for k in tally_keys
                             ],
                         ),
@@ -1012,7 +1025,8 @@ class _State:
         ):
             before = self.tallies[key]
             self.tallies[key] = Tally(before.count + 1, before.points + points)
-            self.touched.add(key)
+            if key[1] == DAY:
+                self.touched.add(key)
 
 
 def _period_statements(

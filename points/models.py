@@ -277,19 +277,17 @@ class LedgerEntry(models.Model):
 class DailyTally(models.Model):
     """What a member earned per event type (and in total, type ``*``) on one local day.
 
-    Caps and first-per-day rules read and update these rows under the member's row lock.
+    Caps and first-per-day rules read and update these rows under the member's row lock. A
+    week's or month's figures (weekly and monthly caps, monthly quotas) are summed from the
+    days when a rule needs them, so each event writes two tally rows, not four.
     """
 
     TOTAL = "*"
-    # Distinct check-in days of a month (``span`` month): what monthly quotas count.
-    CHECK_IN_DAYS = "check_in_days"
 
     community = models.ForeignKey(
         Community, on_delete=models.PROTECT, db_index=False, related_name="+"
     )
     member = models.ForeignKey(Member, on_delete=models.PROTECT, db_index=False, related_name="+")
-    # "day", "week" or "month"; ``day`` is then the first local day of that span.
-    span = models.CharField(max_length=8, default="day", db_default="day")
     day = models.DateField()
     event_type = models.CharField(max_length=40)
     count = models.IntegerField(default=0)
@@ -298,8 +296,7 @@ class DailyTally(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["member", "span", "day", "event_type"],
-                name="tally_unique_member_span_day_type",
+                fields=["member", "day", "event_type"], name="tally_unique_member_day_type"
             ),
         ]
         indexes = [models.Index(fields=["community", "day"])]
