@@ -571,66 +571,79 @@ class _Batch:
             if rules.monthly_quota is not None and rules.monthly_quota.type == plan.event.type:
                 wanted.add(f"quota:{mid}:{month_start(plan.day):%Y-%m}")
         keys = sorted(k for k in wanted if k)
-        statements.append(
-            (
-                "SELECT key FROM points_awardonce WHERE community_id = %s AND key = ANY(%s)",
-                [cid, keys],
+        named = ["tallies"]
+        if keys:
+            named.append("keys")
+            statements.append(
+                (
+                    "SELECT key FROM points_awardonce WHERE community_id = %s AND key = ANY(%s)",
+                    [cid, keys],
+                )
             )
-        )
+        # Look-ups per (member, …) through LATERAL index probes: the cost follows the batch,
+        # never the size of the event table.
         hashed = [p for p in plans if p.content_hash]
-        window_from = min(
-            (p.occurred - dt.timedelta(days=p.version.rules.duplicate_window_days) for p in hashed),
-            default=self.now,
-        )
-        statements.append(
-            (
-                """
-                SELECT e.member_id, e.content_hash, e.occurred_at
-                FROM points_event e
-                JOIN unnest(%s::bigint[], %s::text[]) AS k(member_id, content_hash)
-                  ON e.member_id = k.member_id AND e.content_hash = k.content_hash
-                WHERE e.content_hash <> '' AND e.occurred_at >= %s AND e.reversed_at IS NULL
-                """,
-                [
-                    [members[p.event.member].id for p in hashed],
-                    [p.content_hash for p in hashed],
-                    window_from,
-                ],
+        if hashed:
+            named.append("hashes")
+            statements.append(
+                (
+                    """
+                    SELECT k.member_id, e.content_hash, e.occurred_at
+                    FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[])
+                         AS k(member_id, content_hash, since)
+                    CROSS JOIN LATERAL (
+                        SELECT e.content_hash, e.occurred_at FROM points_event e
+                        WHERE e.member_id = k.member_id AND e.content_hash = k.content_hash
+                          AND e.content_hash <> '' AND e.occurred_at >= k.since
+                          AND e.reversed_at IS NULL
+                    ) e
+                    """,
+                    [
+                        [members[p.event.member].id for p in hashed],
+                        [p.content_hash for p in hashed],
+                        [
+                            p.occurred - dt.timedelta(days=p.version.rules.duplicate_window_days)
+                            for p in hashed
+                        ],
+                    ],
+                )
             )
-        )
         cooled = [p for p in plans if p.rule_type in p.version.rules.cooldowns and not p.gate]
-        longest = max((p.version.rules.cooldowns[p.rule_type] for p in cooled), default=0)
-        statements.append(
-            (
-                """
-                SELECT e.member_id, e.type, e.occurred_at
-                FROM points_event e
-                JOIN unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS k(member_id, type, at)
-                  ON e.member_id = k.member_id AND e.type = k.type
-                WHERE e.community_id = %s AND e.points > 0 AND e.reversed_at IS NULL
-                  AND e.occurred_at > k.at - %s * interval '1 second'
-                  AND e.occurred_at < k.at + %s * interval '1 second'
-                """,
-                [
-                    [members[p.event.member].id for p in cooled],
-                    [p.rule_type for p in cooled],
-                    [p.occurred for p in cooled],
-                    cid,
-                    longest,
-                    longest,
-                ],
+        if cooled:
+            named.append("scored")
+            statements.append(
+                (
+                    """
+                    SELECT k.member_id, k.type, e.occurred_at
+                    FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[])
+                         AS k(member_id, type, at, gap)
+                    CROSS JOIN LATERAL (
+                        SELECT e.occurred_at FROM points_event e
+                        WHERE e.community_id = %s AND e.member_id = k.member_id
+                          AND e.occurred_at > k.at - k.gap * interval '1 second'
+                          AND e.occurred_at < k.at + k.gap * interval '1 second'
+                          AND e.type = k.type AND e.points > 0 AND e.reversed_at IS NULL
+                    ) e
+                    """,
+                    [
+                        [members[p.event.member].id for p in cooled],
+                        [p.rule_type for p in cooled],
+                        [p.occurred for p in cooled],
+                        [p.version.rules.cooldowns[p.rule_type] for p in cooled],
+                        cid,
+                    ],
+                )
             )
-        )
-        tallies, taken, hashes, scored = pipelined(statements)
+        results = dict(zip(named, pipelined(statements), strict=True))
         state = _State()
-        for member_id, span, day, event_type, count, points, days in tallies:
+        for member_id, span, day, event_type, count, points, days in results["tallies"]:
             state.tallies[(member_id, span, day, event_type)] = Tally(count, points)
             if span == MONTH:
                 state.tallies[(member_id, MONTH_DAYS, day, event_type)] = Tally(days, 0)
-        state.once_keys = {row[0] for row in taken}
-        for member_id, content_hash, at in hashes:
+        state.once_keys = {row[0] for row in results.get("keys", [])}
+        for member_id, content_hash, at in results.get("hashes", []):
             state.hashes[(member_id, content_hash)].append(at)
-        for member_id, event_type, at in scored:
+        for member_id, event_type, at in results.get("scored", []):
             state.scored_at[(member_id, event_type)].append(at)
         return state
 

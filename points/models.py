@@ -214,6 +214,12 @@ class Event(models.Model):
                 name="event_member_content_hash",
                 condition=~Q(content_hash=""),
             ),
+            # An invitee's inviter is found by the invite events that name them.
+            models.Index(
+                fields=["community", "type", "target"],
+                name="event_type_target",
+                condition=~Q(target=""),
+            ),
         ]
 
     def __str__(self) -> str:
