@@ -39,9 +39,10 @@ class RichEventSource(EventSource):
         return event
 
 
-def create_foundation_community(slug: str) -> str:
-    """A community on the foundation's rules (published as version 2, in force since 2000)
-    and an events:write key for it; returns the key."""
+def create_community(slug: str, *, foundation: bool) -> str:
+    """A fresh community (so both sides start from the same empty history) on the default
+    rules or on the foundation's rules (published as version 2, in force since 2000), and an
+    events:write key for it; returns the key."""
     import datetime as dt
 
     from django.db import connections
@@ -50,13 +51,14 @@ def create_foundation_community(slug: str) -> str:
     from points.rules import DEFAULT_RULES
     from points.services import api_key_create, community_create, rule_set_publish
 
-    community = community_create(slug=slug, name="Bench, foundation rules")
-    rule_set_publish(
-        community=community,
-        rules={**DEFAULT_RULES, **FOUNDATION_OVERRIDES},
-        effective_from=dt.datetime(2000, 1, 2, tzinfo=dt.UTC),
-        note="the foundation's rules, for the bench",
-    )
+    community = community_create(slug=slug, name=f"Bench {slug}")
+    if foundation:
+        rule_set_publish(
+            community=community,
+            rules={**DEFAULT_RULES, **FOUNDATION_OVERRIDES},
+            effective_from=dt.datetime(2000, 1, 2, tzinfo=dt.UTC),
+            note="the foundation's rules, for the bench",
+        )
     _key, plain = api_key_create(community=community, scopes=[Scope.EVENTS_WRITE], name="bench")
     connections.close_all()
     return plain

@@ -116,7 +116,8 @@ def main() -> int:
     bench_url = database.recreate(server_url, dbname)
     try:
         slug, api_key = setup_django(bench_url)
-        foundation_key = rules_cost.create_foundation_community("bench-foundation")
+        foundation_key = rules_cost.create_community("bench-foundation", foundation=True)
+        full_key = rules_cost.create_community("bench-full", foundation=False)
         database.create_raw_table(bench_url)
         pg = database.server_settings(bench_url)
         note(
@@ -151,8 +152,8 @@ def main() -> int:
             )
             full, foundation = rules_cost.measure(
                 server.port,
-                full_slug=slug,
-                full_key=api_key,
+                full_slug="bench-full",
+                full_key=full_key,
                 foundation_slug="bench-foundation",
                 foundation_key=foundation_key,
                 clients=clients,
