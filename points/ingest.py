@@ -436,9 +436,16 @@ class _Batch:
                 [self.community.pk, self.community.pk, self.community.pk, joiners],
             )
             found = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        # Invites earlier in this batch count too (they are not stored yet).
+        batch_inviter: dict[str, str] = {}
+        for plan in plans:
+            event = plan.event
+            if event.type == EventType.INVITE and event.target and event.target != event.member:
+                batch_inviter.setdefault(event.target, event.member)
         seen: set[str] = set()
         for plan in sorted(joins, key=lambda p: (p.occurred, p.index)):
             inviter, joined_before = found.get(plan.event.member, (None, False))
+            inviter = inviter or batch_inviter.get(plan.event.member)
             if inviter is None:
                 continue
             plan.beneficiary = inviter
