@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import events, leaderboards, views
+from api import events, leaderboards, operators, views
 
 
 class MemberIdConverter:
@@ -55,6 +55,12 @@ urlpatterns = [
         leaderboards.MemberTokenView.as_view(),
         name="member-token",
     ),
+    path(
+        "communities/<slug:community>/adjustments",
+        operators.AdjustmentView.as_view(),
+        name="adjustments",
+    ),
+    path("communities/<slug:community>/rules", operators.RulesView.as_view(), name="rules"),
     path(
         "communities/<slug:community>/leaderboard",
         leaderboards.LeaderboardView.as_view(),

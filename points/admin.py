@@ -5,11 +5,66 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import path
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from points.models import Community, CommunityApiKey, Event, LedgerEntry, Member, RuleSet
+from points.adjustments import adjustments_bulk_import, adjustments_parse_csv, audit_record
+from points.exceptions import DomainError, FieldError, RulesInvalid
+from points.models import (
+    AuditLog,
+    Community,
+    CommunityApiKey,
+    Event,
+    LedgerEntry,
+    Member,
+    RuleSet,
+)
+from points.rules import parse_rules
+from points.services import rule_set_publish
+
+
+class AdjustmentImportForm(forms.Form):
+    community = forms.ModelChoiceField(queryset=Community.objects.order_by("slug"))
+    file = forms.FileField(help_text="CSV: member,points,reason (a header line is optional)")
+    note = forms.CharField(max_length=200, required=False)
+
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+
+
+class RuleSetForm(forms.ModelForm):
+    """A new version: the document is validated by the rule engine's parser."""
+
+    class Meta:
+        model = RuleSet
+        fields = ["community", "effective_from", "rules", "note"]
+
+    def clean_rules(self) -> Any:
+        rules = self.cleaned_data["rules"]
+        try:
+            parse_rules(rules)
+        except RulesInvalid as exc:
+            raise forms.ValidationError([f"{e.field}: {e.message}" for e in exc.errors]) from exc
+        return rules
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        community, effective_from = data.get("community"), data.get("effective_from")
+        if community is not None and effective_from is not None:
+            latest = RuleSet.objects.filter(community=community).order_by("-version").first()
+            if latest is not None and effective_from < latest.effective_from:
+                self.add_error(
+                    "effective_from",
+                    f"must not be before version {latest.version}'s "
+                    f"({latest.effective_from.isoformat()})",
+                )
+        return data
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,9 +95,38 @@ class CommunityApiKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(RuleSet)
-class RuleSetAdmin(ReadOnlyAdmin):
+class RuleSetAdmin(admin.ModelAdmin):
+    """New versions are added here (validated, audited); existing versions are never edited."""
+
     list_display = ["community", "version", "effective_from", "note", "created_at"]
     list_filter = ["community"]
+    form = RuleSetForm
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RuleSet, form: Any, change: bool) -> None:
+        with transaction.atomic():
+            published = rule_set_publish(
+                community=obj.community,
+                rules=obj.rules,
+                effective_from=obj.effective_from,
+                note=obj.note,
+            )
+            audit_record(
+                community=obj.community,
+                actor=f"user:{request.user.get_username()}",
+                action="rules.publish",
+                target=f"v{published.version}",
+                data={
+                    "version": published.version,
+                    "effective_from": obj.effective_from.isoformat(),
+                },
+            )
+        obj.pk, obj.version, obj.created_at = published.pk, published.version, published.created_at
 
 
 @admin.register(Member)
@@ -89,3 +173,66 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ["member__external_id", "event__client_id"]
     list_select_related = ["community", "member"]
     show_full_result_count = False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    """Nobody edits the audit log (the database refuses it too). Bulk awards are imported
+    from here: the "Import adjustments (CSV)" button above the list."""
+
+    list_display = ["created_at", "community", "actor", "action", "target"]
+    list_filter = ["community", "action"]
+    search_fields = ["actor", "target", "client_id"]
+    list_select_related = ["community"]
+    change_list_template = "admin/points/auditlog/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "import-adjustments/",
+                self.admin_site.admin_view(self.import_adjustments),
+                name="points_auditlog_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_adjustments(self, request: HttpRequest) -> HttpResponse:
+        """Validate the whole CSV first; write nothing unless every row is good."""
+        if not request.user.has_perm("points.view_auditlog") or not request.user.is_staff:
+            raise PermissionDenied
+        form = AdjustmentImportForm(request.POST or None, request.FILES or None)
+        errors: list[FieldError] = []
+        if request.method == "POST" and form.is_valid():
+            community = form.cleaned_data["community"]
+            content = form.cleaned_data["file"].read(MAX_UPLOAD_BYTES + 1)
+            if len(content) > MAX_UPLOAD_BYTES:
+                errors = [FieldError("file", "too_large", "at most 2 MB")]
+            else:
+                items, errors = adjustments_parse_csv(content)
+            if not errors:
+                try:
+                    summary = adjustments_bulk_import(
+                        community=community,
+                        items=items,
+                        actor=f"user:{request.user.get_username()}",
+                        note=form.cleaned_data["note"],
+                    )
+                except DomainError as exc:
+                    errors = [FieldError("file", exc.code, exc.detail)]
+                else:
+                    messages.success(
+                        request,
+                        f"Imported {summary['rows']} adjustments ({summary['points']:+d} points) "
+                        f"into {community.slug}.",
+                    )
+                    return redirect("admin:points_auditlog_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import adjustments (CSV)",
+            "form": form,
+            "errors": errors,
+            "opts": self.model._meta,
+        }
+        return render(
+            request, "admin/points/auditlog/import.html", context, status=400 if errors else 200
+        )

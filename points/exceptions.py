@@ -72,3 +72,14 @@ class EventNotFound(DomainError):
     code = "event_not_found"
     status = 404
     title = "Event not found"
+
+
+class ValidationFailed(DomainError):
+    code = "validation_error"
+    title = "Invalid request"
+
+
+class AdjustmentConflict(DomainError):
+    code = "adjustment_conflict"
+    status = 409
+    title = "Adjustment id already used"

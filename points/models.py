@@ -456,3 +456,30 @@ class AwardOnce(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class AuditLog(models.Model):
+    """Who did what, when and why: manual adjustments, bulk imports, rule set versions.
+    Append-only in the database (a trigger refuses UPDATE and DELETE), shown read-only in the
+    admin. ``client_id`` makes an API adjustment idempotent per community and action."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    actor = models.CharField(max_length=150)  # "user:<username>", "key:<prefix>"
+    action = models.CharField(max_length=64)  # "adjustment.create", "rules.publish", …
+    target = models.CharField(max_length=200, blank=True)
+    client_id = models.CharField(max_length=128, blank=True)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "action", "client_id"],
+                name="auditlog_unique_client_id",
+                condition=~Q(client_id=""),
+            ),
+        ]
+        indexes = [models.Index(fields=["community", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target}"
