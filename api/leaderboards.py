@@ -25,7 +25,7 @@ from api.serializers import (
     PeriodQuerySerializer,
 )
 from points.exceptions import FieldError, InvalidPeriod
-from points.models import Community, Scope
+from points.models import Community, Member, Scope
 from points.selectors import (
     BoardRow,
     MemberRank,
@@ -93,6 +93,17 @@ def rank_body(result: MemberRank) -> dict[str, Any]:
             "age_seconds": age,
         }
     ).data
+
+
+def member_ranks(community: Community, member: Member) -> dict[str, Any]:
+    """All-time and this month's rank of a member, as ``GET …/rank`` answers them (without
+    neighbours: the rank endpoint has those)."""
+    out: dict[str, Any] = {}
+    for kind in ("all_time", "month"):
+        period = period_resolve(community, kind)
+        rank_snapshot_ensure(community=community, kind=period.kind, start=period.start)
+        out[kind] = rank_body(member_rank(community, member, period, neighbours=0))
+    return out
 
 
 class LeaderboardView(APIView):

@@ -219,7 +219,8 @@ class MemberOutputSerializer(serializers.ModelSerializer):
         return None
 
     def get_ranks(self, obj: Member) -> dict[str, Any]:
-        return {}
+        """{all_time, month}: rank, points, total, percentile, snapshot age (see …/rank)."""
+        return dict(self.context.get("ranks", {}))
 
     def get_streak(self, obj: Member) -> int:
         from points.selectors import member_streak

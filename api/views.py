@@ -312,7 +312,34 @@ class MemberDetailView(APIView):
                     "joined_at": "2026-09-01T10:00:00+08:00",
                     "left_at": None,
                     "tier": None,
-                    "ranks": {},
+                    "ranks": {
+                        "all_time": {
+                            "period": "all_time",
+                            "start": "2000-01-01",
+                            "rank": 12,
+                            "points": 140,
+                            "ranked_points": 135,
+                            "total": 310,
+                            "percentile": 96.5,
+                            "above": [],
+                            "below": [],
+                            "as_of": "2026-11-23T10:00:00+08:00",
+                            "age_seconds": 12,
+                        },
+                        "month": {
+                            "period": "2026-11",
+                            "start": "2026-11-01",
+                            "rank": 3,
+                            "points": 60,
+                            "ranked_points": 60,
+                            "total": 180,
+                            "percentile": 98.9,
+                            "above": [],
+                            "below": [],
+                            "as_of": "2026-11-23T10:00:00+08:00",
+                            "age_seconds": 12,
+                        },
+                    },
                     "streak": 6,
                     "koc": False,
                     "honors": [],
@@ -332,8 +359,11 @@ class MemberDetailView(APIView):
         tags=["members"],
     )
     def get(self, request: Request, community: str, member: str) -> Response:
+        from api.leaderboards import member_ranks
+
         found = member_by_external_id(_community(request), member)
-        return Response(MemberOutputSerializer(found).data)
+        ranks = member_ranks(_community(request), found)
+        return Response(MemberOutputSerializer(found, context={"ranks": ranks}).data)
 
 
 class MemberLedgerView(ListAPIView[LedgerEntry]):

@@ -1,0 +1,263 @@
+"""Ranking rules (ties, left members, local month boundaries, past months, weeks), the rank
+and leaderboard API, member tokens (expiry, tampering) and BOLA: a member token never reaches
+another member's data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core import signing
+from rest_framework.test import APIClient
+
+from points.models import Community, Member
+from points.selectors import MEMBER_TOKEN_SALT
+from points.services import (
+    EventInput,
+    community_create,
+    events_ingest,
+    member_token_issue,
+    rank_snapshot_build,
+)
+
+SH = dt.timezone(dt.timedelta(hours=8))
+API = "/api/v1/communities/acme"
+
+
+def _shares(
+    community: Community,
+    member: str,
+    count: int,
+    when: dt.datetime | None = None,
+    kind: str = "share",
+) -> None:
+    events = [
+        EventInput(f"{member}-{when}-{kind}-{k}", kind, member, occurred_at=when)
+        for k in range(count)
+    ]
+    assert all(o.status == "accepted" for o in events_ingest(community=community, events=events))
+
+
+def _board(client: APIClient, query: str = "period=all_time") -> list[tuple[str, int, int]]:
+    response = client.get(f"{API}/leaderboard?{query}")
+    assert response.status_code == 200, response.content
+    return [(r["member"], r["rank"], r["points"]) for r in response.json()["results"]]
+
+
+def _rebuild(community: Community) -> None:
+    from points.services import rank_snapshots_refresh
+
+    rank_snapshots_refresh(community=community)
+
+
+def test_ties_share_a_rank_in_a_stable_order(community: Community, client_for: APIClient) -> None:
+    for member, count in [("dave", 1), ("carol", 3), ("bob", 3), ("alice", 4)]:
+        _shares(community, member, count)
+
+    board = _board(client_for)
+
+    # competition ranking; ties are shown in a stable order (the member who came first)
+    assert board == [("alice", 1, 20), ("carol", 2, 15), ("bob", 2, 15), ("dave", 4, 5)]
+    assert _board(client_for) == board
+
+
+def test_members_who_left_are_not_ranked_and_rank_again_after_joining(
+    community: Community, client_for: APIClient
+) -> None:
+    _shares(community, "ann", 2)
+    _shares(community, "bob", 1)
+    events_ingest(community=community, events=[EventInput("bye", "leave", "ann")])
+    _rebuild(community)
+    assert [m for m, _r, _p in _board(client_for)] == ["bob"]
+
+    events_ingest(community=community, events=[EventInput("back", "join", "ann")])
+    from points.models import PeriodKind, PeriodTotal
+
+    rank_snapshot_build(
+        community=community,
+        kind=PeriodKind.ALL_TIME,
+        start=PeriodTotal.ALL_TIME_START,
+        force=True,
+    )
+    assert [m for m, _r, _p in _board(client_for)] == ["ann", "bob"]
+
+
+def test_month_boundaries_are_in_the_community_time_zone_and_past_months_are_kept(
+    community: Community, client_for: APIClient
+) -> None:
+    _shares(community, "oct", 2, dt.datetime(2026, 10, 31, 23, 59, tzinfo=SH))
+    _shares(community, "nov", 1, dt.datetime(2026, 11, 1, 0, 1, tzinfo=SH))  # 16:01 UTC Oct 31
+
+    assert _board(client_for, "period=month&month=2026-10") == [("oct", 1, 10)]
+    assert _board(client_for, "period=month&month=2026-11") == [("nov", 1, 5)]
+    assert [m for m, _r, _p in _board(client_for, "period=all_time")] == ["oct", "nov"]
+
+
+def test_this_week_and_this_month_count_only_their_own_points(
+    community: Community, client_for: APIClient
+) -> None:
+    _shares(community, "old", 3, dt.datetime(2020, 1, 6, 12, tzinfo=SH))
+    _shares(community, "now", 1)
+
+    assert [m for m, _r, _p in _board(client_for, "period=week")] == ["now"]
+    assert [m for m, _r, _p in _board(client_for, "period=month")] == ["now"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("period=year", "period"),
+        ("period=month&month=2026-13", "month"),
+        ("period=month&month=2099-01", "month"),
+        ("period=all_time&size=0", "size"),
+        ("period=all_time&cursor=%%%", "cursor"),
+    ],
+)
+def test_bad_board_queries_are_400_naming_the_field(
+    client_for: APIClient, query: str, field: str
+) -> None:
+    response = client_for.get(f"{API}/leaderboard?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_the_board_pages_by_cursor_without_gaps_or_repeats(
+    community: Community, client_for: APIClient
+) -> None:
+    for i in range(7):
+        _shares(community, f"m{i}", 1 + i % 3)
+    seen: list[str] = []
+    url: str | None = f"{API}/leaderboard?period=all_time&size=3"
+    while url:
+        page = client_for.get(url).json()
+        seen += [r["member"] for r in page["results"]]
+        url = page["next"]
+    assert sorted(seen) == [f"m{i}" for i in range(7)]
+    assert len(seen) == len(set(seen)) == 7
+
+
+def test_rank_percentile_neighbours_and_live_points_beside_the_snapshot(
+    community: Community, client_for: APIClient
+) -> None:
+    for i, count in enumerate([9, 8, 7, 6, 5, 4, 3, 2]):
+        _shares(community, f"m{i}", count, kind="message")  # 1 point each
+
+    rank = client_for.get(f"{API}/members/m4/rank?period=all_time").json()
+    assert (rank["rank"], rank["total"], rank["percentile"]) == (5, 8, 50.0)
+    assert [r["member"] for r in rank["above"]] == ["m1", "m2", "m3"]
+    assert [r["member"] for r in rank["below"]] == ["m5", "m6", "m7"]
+
+    _shares(community, "m4", 1, dt.datetime.now(tz=SH))  # not yet in the snapshot
+    later = client_for.get(f"{API}/members/m4/rank?period=all_time").json()
+    assert later["points"] == later["ranked_points"] + 5 == 10
+    assert later["age_seconds"] is not None
+    assert 0 <= later["age_seconds"] <= 60
+
+
+def test_member_detail_carries_all_time_and_month_ranks(
+    community: Community, client_for: APIClient
+) -> None:
+    _shares(community, "ann", 2)
+    _shares(community, "bob", 1)
+    body = client_for.get(f"{API}/members/bob").json()
+    assert (body["ranks"]["all_time"]["rank"], body["ranks"]["month"]["rank"]) == (2, 2)
+    assert body["ranks"]["all_time"]["total"] == 2
+
+
+# --- member tokens and BOLA ----------------------------------------------------------------
+
+
+def _as_member(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Member {token}")
+    return client
+
+
+@pytest.fixture
+def two_members(community: Community) -> tuple[Member, Member]:
+    _shares(community, "ann", 2)
+    _shares(community, "bob", 1)
+    return Member.objects.get(external_id="ann"), Member.objects.get(external_id="bob")
+
+
+def test_a_member_token_reads_its_own_member_and_the_public_boards(
+    two_members: tuple[Member, Member],
+) -> None:
+    ann, _bob = two_members
+    token, _exp = member_token_issue(member=ann)
+    client = _as_member(token)
+    for path in ("members/ann", "members/ann/ledger", "members/ann/rank", "leaderboard"):
+        assert client.get(f"{API}/{path}").status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("get", "members/bob", 404),
+        ("get", "members/bob/ledger", 404),
+        ("get", "members/bob/rank", 404),
+        ("post", "members/bob/token", 403),
+        ("post", "members/ann/token", 403),  # a member cannot mint links
+        ("post", "events", 403),
+        ("post", "events/batch", 403),
+        ("get", "events/x", 403),
+        ("post", "adjustments", 403),
+        ("get", "rules", 403),
+    ],
+)
+def test_a_member_token_never_reaches_anything_else(
+    two_members: tuple[Member, Member], method: str, path: str, expected: int
+) -> None:
+    ann, _bob = two_members
+    token, _exp = member_token_issue(member=ann)
+    response = getattr(_as_member(token), method)(f"{API}/{path}", {}, format="json")
+    assert response.status_code == expected
+    assert response["Content-Type"] == "application/problem+json"
+
+
+def test_a_token_of_one_community_is_refused_by_another(
+    two_members: tuple[Member, Member], make_client: Callable[..., Any]
+) -> None:
+    ann, _bob = two_members
+    other = community_create(slug="other", name="Other")
+    events_ingest(community=other, events=[EventInput("o1", "share", "ann")])
+    token, _exp = member_token_issue(member=ann)
+    client = _as_member(token)
+    assert client.get("/api/v1/communities/other/members/ann").status_code == 404
+    assert client.get("/api/v1/communities/other/leaderboard").status_code == 404
+
+
+def test_expired_and_tampered_tokens_are_401(two_members: tuple[Member, Member]) -> None:
+    ann, bob = two_members
+    token, _exp = member_token_issue(member=ann)
+    expired = signing.dumps({"c": ann.community_id, "m": ann.pk, "exp": 1}, salt=MEMBER_TOKEN_SALT)
+    forged = signing.dumps(
+        {"c": ann.community_id, "m": bob.pk, "exp": 4_000_000_000}, salt="another-salt"
+    )
+    body, _, signature = token.rpartition(":")
+    flipped = f"{body}:{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+    for bad in (expired, forged, flipped, "not-a-token"):
+        response = _as_member(bad).get(f"{API}/members/ann")
+        assert response.status_code == 401, bad
+        assert response.json()["code"] == "invalid_member_token"
+    page = APIClient().get(f"/m/{expired}/")
+    assert page.status_code in (401, 403, 404, 410)
+
+
+def test_the_token_endpoint_needs_members_read_and_caps_the_lifetime(
+    community: Community, make_client: Callable[..., APIClient], two_members: Any
+) -> None:
+    writer = make_client(community, ["events:write"])
+    reader = make_client(community, ["members:read"])
+    assert writer.post(f"{API}/members/ann/token").status_code == 403
+    too_long = reader.post(f"{API}/members/ann/token", {"ttl_seconds": 8 * 86400}, format="json")
+    assert too_long.status_code == 400
+    assert too_long.json()["errors"][0]["field"] == "ttl_seconds"
+    issued = reader.post(f"{API}/members/ann/token", {"ttl_seconds": 3600}, format="json")
+    assert issued.status_code == 201
+    expires = dt.datetime.fromisoformat(issued.json()["expires_at"])
+    assert dt.timedelta(minutes=59) < expires - dt.datetime.now(tz=dt.UTC) <= dt.timedelta(hours=1)
+    assert _as_member(issued.json()["token"]).get(f"{API}/members/ann").status_code == 200
