@@ -157,6 +157,8 @@ def rank_snapshot_build(
         high_water = cursor.fetchone()[0]
         build = RankBuild.objects.filter(community=community, kind=kind, start=start).first()
         if build is not None and not force and build.ledger_high_water >= high_water:
+            # Nothing changed: the snapshot is current as of now.
+            RankBuild.objects.filter(pk=build.pk).update(built_at=timezone.now())
             return False
         cursor.execute(
             "DELETE FROM points_ranksnapshot WHERE community_id = %s AND kind = %s AND start = %s",
@@ -200,6 +202,9 @@ def rank_snapshots_refresh(*, community: Community, now: dt.datetime | None = No
     return built
 
 
+_rebuild_queued_at: dict[tuple[int, str, dt.date], float] = {}
+
+
 def rank_snapshot_ensure(*, community: Community, kind: str, start: dt.date) -> None:
     """Make sure a read finds a snapshot: build the first one now; if the one there is older
     than a minute (the beat job normally keeps current periods within 30 s), queue a rebuild
@@ -213,7 +218,14 @@ def rank_snapshot_ensure(*, community: Community, kind: str, start: dt.date) -> 
         rank_snapshot_build(community=community, kind=kind, start=start, force=True)
         return
     if timezone.now() - build.built_at > 2 * RANK_FRESHNESS:
+        import time
+
         from points.tasks import rank_snapshot_build_period
+
+        key = (community.pk, kind, start)
+        if time.monotonic() - _rebuild_queued_at.get(key, -1e9) < RANK_FRESHNESS.total_seconds():
+            return  # this process queued one a moment ago
+        _rebuild_queued_at[key] = time.monotonic()
 
         try:
             rank_snapshot_build_period.delay(community.pk, kind, start.isoformat())
