@@ -24,7 +24,7 @@ from api.serializers import (
     MemberTokenSerializer,
     PeriodQuerySerializer,
 )
-from points.exceptions import FieldError, InvalidPeriod
+from points.exceptions import FieldError, InvalidPeriod, MemberNotFound
 from points.models import Community, Member, Scope
 from points.selectors import (
     BoardRow,
@@ -33,6 +33,7 @@ from points.selectors import (
     leaderboard_page,
     member_by_external_id,
     member_rank,
+    member_rank_lookup,
     period_resolve,
     snapshot_info,
 )
@@ -225,9 +226,17 @@ class MemberRankView(APIView):
     def get(self, request: Request, community: str, member: str) -> Response:
         query = PeriodQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        found = member_by_external_id(_community(request), member)
-        period = _period(request, query.validated_data)
-        return Response(rank_body(member_rank(_community(request), found, period)))
+        found = _community(request)
+        data = query.validated_data
+        period = period_resolve(found, data["period"], data.get("month"))
+        result = member_rank_lookup(found, member, period)
+        if result is None:
+            raise MemberNotFound(f"No member '{member}' in this community.")
+        if rank_snapshot_ensure(
+            community=found, kind=period.kind, start=period.start, built_at=result.built_at
+        ):
+            result = member_rank_lookup(found, member, period) or result
+        return Response(rank_body(result))
 
 
 class MemberTokenView(APIView):

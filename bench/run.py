@@ -6,7 +6,8 @@ progress, settings and the profile paths go to stderr as ``# …`` lines.
 Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
 BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (sync),
 BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
-BENCH_PROFILE (1), BENCH_PYSPY (1).
+BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks), BENCH_RANK_MEMBERS
+(1000000), BENCH_RANK_REQUESTS (4000).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 
-from bench import database, profiling, rules_cost
+from bench import database, profiling, ranks, rules_cost
 from bench.load import (
     BatchClient,
     EventSource,
@@ -136,6 +137,11 @@ def main() -> int:
             log_path=OUT_DIR / "gunicorn.log",
         ) as server:
             note(f"server: {server.description} on 127.0.0.1:{server.port}, CONN_MAX_AGE=600")
+            only = os.environ.get("BENCH_ONLY", "all")
+            if only in ("all", "ranks"):
+                _measure_ranks(server.port, bench_url, clients=clients)
+            if only == "ranks":
+                return 0
             _measure(
                 server.port,
                 server.pid,
@@ -196,6 +202,37 @@ def main() -> int:
             database.drop(server_url, dbname)
     note(f"bench finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _measure_ranks(port: int, bench_url: str, *, clients: int) -> None:
+    members = _env_int("BENCH_RANK_MEMBERS", 1_000_000)
+    requests = _env_int("BENCH_RANK_REQUESTS", 4000)
+    data, results = ranks.measure(
+        port, bench_url, members=members, clients=clients, requests=requests
+    )
+    note(
+        f"rank data: {members:,} members generated in {data['generated_s']:.1f} s; snapshot "
+        f"(one rank() over all of them) built in {data['snapshot_s']:.1f} s"
+    )
+    for name, ours, raw in results:
+        note(
+            f"rank lookups, {name}: ours {len(ours.samples)} requests p50 {ours.p50:.2f} ms "
+            f"p99 {ours.p(0.99):.2f} ms; raw {len(raw.samples)} queries p50 {raw.p50:.2f} ms "
+            f"p99 {raw.p(0.99):.2f} ms"
+        )
+        figure(
+            f"rank lookup p99, {name}, GET …/members/{{m}}/rank over HTTP ({clients} clients, "
+            f"{members:,} members) vs one indexed query p99 (lower is better, target < 3)",
+            ours.p(0.99),
+            raw.p(0.99),
+            "ms",
+        )
+        figure(
+            f"rank lookup p50, {name}, over HTTP vs one indexed query p50 (lower is better)",
+            ours.p50,
+            raw.p50,
+            "ms",
+        )
 
 
 def _raw(

@@ -190,39 +190,85 @@ class MemberRank:
 def member_rank(
     community: Community, member: Member, period: Period, neighbours: int = 3
 ) -> MemberRank:
-    """A member's rank from the snapshot (one index probe), their live points beside it, and
-    the ``neighbours`` members just above and below by display position."""
-    from points.models import PeriodTotal, RankSnapshot
+    """A member's rank from the snapshot, their live points beside it, and the ``neighbours``
+    members just above and below by display position (see ``member_rank_lookup``)."""
+    found = member_rank_lookup(community, member.external_id, period, neighbours)
+    if found is None:
+        raise MemberNotFound(f"No member '{member.external_id}' in this community.")
+    return found
 
-    live = (
-        PeriodTotal.objects.filter(member=member, kind=period.kind, start=period.start)
-        .values_list("points", flat=True)
-        .first()
-    ) or 0
-    info = snapshot_info(community, period)
-    snap = (
-        RankSnapshot.objects.filter(
-            community=community, kind=period.kind, start=period.start, member=member
+
+def member_rank_lookup(
+    community: Community, external_id: str, period: Period, neighbours: int = 3
+) -> MemberRank | None:
+    """One statement, index probes only, whatever the member's position: the member row, their
+    live period total, their snapshot row, the snapshot's build, and the neighbours by
+    position. ``None`` when there is no such member."""
+    from django.db import connection
+
+    kind, start = period.kind, period.start
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pt.points, s.rank, s.position, s.points, b.built_at, b.ranked,
+                   (SELECT json_agg(json_build_array(s2.rank, s2.position, m2.external_id,
+                                                     m2.display_name, s2.points)
+                                    ORDER BY s2.position)
+                    FROM points_ranksnapshot s2 JOIN points_member m2 ON m2.id = s2.member_id
+                    WHERE s2.community_id = %s AND s2.kind = %s AND s2.start = %s
+                      AND s2.position BETWEEN s.position - %s AND s.position + %s
+                      AND s2.position <> s.position)
+            FROM points_member m
+            LEFT JOIN points_periodtotal pt
+                   ON pt.member_id = m.id AND pt.kind = %s AND pt.start = %s
+            LEFT JOIN points_ranksnapshot s
+                   ON s.community_id = %s AND s.kind = %s AND s.start = %s AND s.member_id = m.id
+            LEFT JOIN points_rankbuild b
+                   ON b.community_id = %s AND b.kind = %s AND b.start = %s
+            WHERE m.community_id = %s AND m.external_id = %s
+            """,
+            [
+                community.pk,
+                kind,
+                start,
+                neighbours,
+                neighbours,
+                kind,
+                start,
+                community.pk,
+                kind,
+                start,
+                community.pk,
+                kind,
+                start,
+                community.pk,
+                external_id,
+            ],
         )
-        .values_list("rank", "position", "points")
-        .first()
-    )
-    if snap is None:
-        return MemberRank(period, None, live, None, info.total, None, [], [], info.built_at)
-    rank, position, ranked_points = snap
-    window = _rows(
-        community,
-        period,
-        "s.position BETWEEN %s AND %s",
-        [position - neighbours, position + neighbours],
-        2 * neighbours + 1,
-    )
-    above = [r for r in window if r.position < position]
-    below = [r for r in window if r.position > position]
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    live, rank, position, ranked_points, built_at, total, window = row
+    total = total or 0
+    if isinstance(window, str):
+        import json
+
+        window = json.loads(window)
+    rows = [BoardRow(*r) for r in (window or [])]
+    if rank is None:
+        return MemberRank(period, None, live or 0, None, total, None, [], [], built_at)
     # share of ranked members at or below this member: rank 1 of 200 is 100.0, last is 0.5
-    percentile = round(100.0 * (info.total - rank + 1) / info.total, 1) if info.total else None
+    percentile = round(100.0 * (total - rank + 1) / total, 1) if total else None
     return MemberRank(
-        period, rank, live, ranked_points, info.total, percentile, above, below, info.built_at
+        period,
+        rank,
+        live or 0,
+        ranked_points,
+        total,
+        percentile,
+        [r for r in rows if r.position < position],
+        [r for r in rows if r.position > position],
+        built_at,
     )
 
 

@@ -205,32 +205,42 @@ def rank_snapshots_refresh(*, community: Community, now: dt.datetime | None = No
 _rebuild_queued_at: dict[tuple[int, str, dt.date], float] = {}
 
 
-def rank_snapshot_ensure(*, community: Community, kind: str, start: dt.date) -> None:
-    """Make sure a read finds a snapshot: build the first one now; if the one there is older
-    than a minute (the beat job normally keeps current periods within 30 s), queue a rebuild
-    and serve the one there meanwhile."""
+_UNKNOWN = object()
+
+
+def rank_snapshot_ensure(
+    *, community: Community, kind: str, start: dt.date, built_at: Any = _UNKNOWN
+) -> bool:
+    """Make sure a read finds a snapshot: build the first one now (returns True); if the one
+    there is older than a minute (the beat job normally keeps current periods within 30 s),
+    queue a rebuild and serve the one there meanwhile. ``built_at``, when the caller already
+    read it, saves the query."""
     import logging
+    import time
 
     from points.models import RankBuild
 
-    build = RankBuild.objects.filter(community=community, kind=kind, start=start).first()
-    if build is None:
+    if built_at is _UNKNOWN:
+        built_at = (
+            RankBuild.objects.filter(community=community, kind=kind, start=start)
+            .values_list("built_at", flat=True)
+            .first()
+        )
+    if built_at is None:
         rank_snapshot_build(community=community, kind=kind, start=start, force=True)
-        return
-    if timezone.now() - build.built_at > 2 * RANK_FRESHNESS:
-        import time
-
+        return True
+    if timezone.now() - built_at > 2 * RANK_FRESHNESS:
         from points.tasks import rank_snapshot_build_period
 
         key = (community.pk, kind, start)
         if time.monotonic() - _rebuild_queued_at.get(key, -1e9) < RANK_FRESHNESS.total_seconds():
-            return  # this process queued one a moment ago
+            return False  # this process queued one a moment ago
         _rebuild_queued_at[key] = time.monotonic()
-
         try:
             rank_snapshot_build_period.delay(community.pk, kind, start.isoformat())
         except Exception:  # noqa: BLE001 - a broker outage must not fail a read
             logging.getLogger(__name__).warning("could not queue a rank rebuild", exc_info=True)
+    return False
 
 
 # --- member tokens ------------------------------------------------------------------------------

@@ -1,0 +1,214 @@
+"""Rank lookups in a community of a million members: ``GET …/members/{m}/rank`` over HTTP
+through the real server, beside one indexed PostgreSQL query for the same member's rank row.
+
+The community is generated with set-based SQL (members and their all-time totals, with many
+ties), its rank snapshot is built with the service the Celery job runs, then both sides look up
+the same random members from the same number of clients.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+SLUG = "ranks-1m"
+
+
+@dataclass
+class Latencies:
+    name: str
+    samples: list[float]
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return 1000 * statistics.median(self.samples)
+
+
+def generate(bench_url: str, members: int) -> dict[str, Any]:
+    """Create the community, ``members`` members and their all-time totals (set-based), build
+    the snapshot with ``rank_snapshot_build``; returns ids and timings."""
+    from django.db import connections
+
+    from points.models import PeriodKind, PeriodTotal, Scope
+    from points.services import api_key_create, community_create, rank_snapshot_build
+
+    community = community_create(slug=SLUG, name="A million members")
+    _key, plain = api_key_create(community=community, scopes=[Scope.MEMBERS_READ], name="bench")
+    started = time.monotonic()
+    with psycopg.connect(bench_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO points_member (community_id, external_id, display_name, status, balance,
+                                       held, lifetime_points, owed, streak_days, joined_at,
+                                       last_event_at, created_at)
+            SELECT %s, 'u' || lpad(g::text, 7, '0'), '', 'active', 0, 0, 0, 0, 0, now(), now(),
+                   now()
+            FROM generate_series(1, %s) g
+            """,
+            [community.pk, members],
+        )
+        # Points from a skewed distribution with many ties (as in real communities).
+        conn.execute(
+            """
+            INSERT INTO points_periodtotal (community_id, member_id, kind, start, points, active)
+            SELECT %s, m.id, 'all_time', %s, 1 + floor(power(random(), 3) * 20000)::int, true
+            FROM points_member m WHERE m.community_id = %s
+            """,
+            [community.pk, PeriodTotal.ALL_TIME_START, community.pk],
+        )
+        conn.execute("ANALYZE points_member")
+        conn.execute("ANALYZE points_periodtotal")
+    generated = time.monotonic() - started
+    connections.close_all()
+    started = time.monotonic()
+    rank_snapshot_build(
+        community=community,
+        kind=PeriodKind.ALL_TIME,
+        start=PeriodTotal.ALL_TIME_START,
+        force=True,
+    )
+    built = time.monotonic() - started
+    with psycopg.connect(bench_url, autocommit=True) as conn:
+        conn.execute("ANALYZE points_ranksnapshot")
+        top = conn.execute(
+            """
+            SELECT m.external_id, s.member_id, s.rank FROM points_ranksnapshot s
+            JOIN points_member m ON m.id = s.member_id
+            WHERE s.community_id = %s AND s.kind = 'all_time' AND s.position IN (1, %s)
+            ORDER BY s.position
+            """,
+            [community.pk, int(members * 0.9)],
+        ).fetchall()
+    connections.close_all()
+    return {
+        "community_id": community.pk,
+        "key": plain,
+        "generated_s": generated,
+        "snapshot_s": built,
+        "first": top[0],
+        "deep": top[-1],
+    }
+
+
+def _run(clients: int, per_client: int, work: Any) -> list[float]:
+    samples: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+
+    def loop(i: int) -> None:
+        try:
+            state = work.start(i)
+            for n in range(per_client):
+                t0 = time.perf_counter()
+                work.step(state, n)
+                samples[i].append(time.perf_counter() - t0)
+            work.stop(state)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [s for per in samples for s in per]
+
+
+class HttpRank:
+    def __init__(self, port: int, key: str, members: list[str]) -> None:
+        self.port, self.key, self.members = port, key, members
+
+    def start(self, i: int) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def step(self, conn: http.client.HTTPConnection, n: int) -> None:
+        member = self.members[n % len(self.members)]
+        path = f"/api/v1/communities/{SLUG}/members/{member}/rank?period=all_time"
+        for attempt in (1, 2):
+            try:
+                conn.request("GET", path, headers={"Authorization": f"Api-Key {self.key}"})
+                response = conn.getresponse()
+                body = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                conn.close()  # the sync worker closed the connection: reconnect once
+                if attempt == 2:
+                    raise
+        if response.status != 200 or b'"rank":' not in body:
+            raise RuntimeError(f"rank lookup: HTTP {response.status} {body[:200]!r}")
+
+    def stop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+
+
+class RawRank:
+    """The raw baseline: one indexed query for one member's snapshot row."""
+
+    def __init__(self, url: str, community_id: int, member_ids: list[int]) -> None:
+        self.url, self.community_id, self.member_ids = url, community_id, member_ids
+
+    def start(self, i: int) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True)
+
+    def step(self, conn: psycopg.Connection[Any], n: int) -> None:
+        row = conn.execute(
+            "SELECT rank, position, points FROM points_ranksnapshot "
+            "WHERE community_id = %s AND kind = 'all_time' AND start = '2000-01-01' "
+            "AND member_id = %s",
+            [self.community_id, self.member_ids[n % len(self.member_ids)]],
+        ).fetchone()
+        if row is None:
+            raise RuntimeError("raw rank lookup found no row")
+
+    def stop(self, conn: psycopg.Connection[Any]) -> None:
+        conn.close()
+
+
+def measure(
+    port: int, bench_url: str, *, members: int, clients: int, requests: int
+) -> tuple[dict[str, Any], list[tuple[str, Latencies, Latencies]]]:
+    """The generated data's figures, and (name, ours, raw) latency pairs: random members,
+    then the member at rank 1 and one at 90% of the board."""
+    data = generate(bench_url, members)
+    rng = random.Random(7)
+    with psycopg.connect(bench_url) as conn:
+        sample = conn.execute(
+            "SELECT external_id, id FROM points_member WHERE community_id = %s "
+            "ORDER BY random() LIMIT 5000",
+            [data["community_id"]],
+        ).fetchall()
+    rng.shuffle(sample)
+    names, ids = [r[0] for r in sample], [r[1] for r in sample]
+    per_client = max(requests // clients, 1)
+    warm = HttpRank(port, data["key"], names)
+    _run(clients, 50, warm)  # warm the workers' connections and prepared statements
+
+    out: list[tuple[str, Latencies, Latencies]] = []
+    ours = Latencies("random", _run(clients, per_client, HttpRank(port, data["key"], names)))
+    raw = Latencies(
+        "random", _run(clients, per_client, RawRank(bench_url, data["community_id"], ids))
+    )
+    out.append(("random members", ours, raw))
+    for label, (external_id, member_id, _rank) in (
+        ("the member at rank 1", data["first"]),
+        (f"a member at rank {data['deep'][2]:,} (position {int(members * 0.9):,})", data["deep"]),
+    ):
+        single = max(per_client // 4, 100)
+        ours = Latencies(label, _run(clients, single, HttpRank(port, data["key"], [external_id])))
+        raw = Latencies(
+            label, _run(clients, single, RawRank(bench_url, data["community_id"], [member_id]))
+        )
+        out.append((label, ours, raw))
+    return data, out
