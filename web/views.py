@@ -14,9 +14,11 @@ from points.models import Member, PeriodKind
 from points.selectors import (
     BoardRow,
     leaderboard_page,
+    member_achievements,
     member_from_token,
     member_ledger,
     member_rank,
+    member_streak,
     period_resolve,
 )
 from points.services import rank_snapshot_ensure
@@ -37,14 +39,27 @@ def _reason(rule: str, kind: str, reason: str) -> str:
         "points.reaction": _("Others reacted to your content"),
         "points.invite": _("Invited a new member"),
         "points.help": _("Helped another member"),
+        "streak.bonus": _("Check-in streak bonus"),
+        "monthly_quota.bonus": _("Monthly check-in goal reached"),
     }
+    by_kind = {
+        "reversal": _("Correction"),
+        "settlement": _("Paid back points owed"),
+        "expiry": _("Points expired"),
+    }
+    if kind in by_kind:
+        return by_kind[kind]
     if rule in words:
         return words[rule]
     if reason:
         return reason
-    if kind == "reversal":
-        return _("Correction")
     return rule.removeprefix("points.").replace("_", " ")
+
+
+def _achievement(code: str) -> str:
+    """An achievement in words (the default rule set's; a community's own codes as they are)."""
+    words = {"monthly_check_in": _("Monthly check-in goal")}
+    return str(words.get(code, code))
 
 
 def _lang(request: HttpRequest) -> str:
@@ -93,7 +108,9 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
         "board": board,
         "me_in_board": in_board,
         "history": history,
-        "streak": None,  # check-in streaks arrive with the full rule engine
-        "honors": [],
+        "streak": member_streak(member),
+        "honors": [
+            f"{_achievement(a['code'])} · {a['period']}" for a in member_achievements(member)
+        ],
         "tier": None,
     }
