@@ -37,5 +37,9 @@ check: lint typecheck
 bench: $(STAMP)
 	DB_PREFER_LOCAL=1 $(BIN)/python -m bench
 
+## API fuzzing with many more examples than CI runs (schemathesis, every operation).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q tests/fuzz
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.serializers import StrictCharField
 from points.corrections import event_reverse
 from points.exceptions import EventNotFound
 from points.models import Community, Event, LedgerEntry, Scope
@@ -48,7 +49,7 @@ class EventDetailSerializer(serializers.Serializer):
 
 
 class ReverseInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(
+    reason = StrictCharField(
         max_length=500, required=False, allow_blank=True, help_text="Why (shown in the ledger)."
     )
 

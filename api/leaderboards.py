@@ -8,7 +8,7 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,10 +39,7 @@ from points.selectors import (
 )
 from points.services import member_token_issue, rank_snapshot_ensure
 
-PERIOD_PARAMS = [
-    OpenApiParameter("period", str, enum=["all_time", "month", "week"], default="all_time"),
-    OpenApiParameter("month", str, description="A past month, YYYY-MM, with period=month."),
-]
+PERIOD_PARAMS: list[Any] = [PeriodQuerySerializer]
 
 
 def _community(request: Request) -> Community:
@@ -119,11 +116,7 @@ class LeaderboardView(APIView):
             "Periods are in the community's time zone. Ranks come from a snapshot rebuilt "
             "within 30 s of a change; `as_of` says when. Members who left are not ranked."
         ),
-        parameters=[
-            *PERIOD_PARAMS,
-            OpenApiParameter("cursor", str, description="From `next`."),
-            OpenApiParameter("size", int, description="Rows per page, ≤ 200 (default 50)."),
-        ],
+        parameters=[LeaderboardQuerySerializer],
         responses={
             200: LeaderboardSerializer,
             400: schema.PROBLEM,
@@ -252,6 +245,7 @@ class MemberTokenView(APIView):
         request=MemberTokenInputSerializer,
         responses={
             201: MemberTokenSerializer,
+            400: schema.PROBLEM,
             401: schema.PROBLEM,
             403: schema.PROBLEM,
             404: schema.PROBLEM,

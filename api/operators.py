@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.serializers import StrictCharField, StrictRegexField
 from points.adjustments import AdjustmentInput, adjustment_create, audit_record
 from points.exceptions import FieldError, RulesInvalid, ValidationFailed
 from points.models import Community, RuleSet, Scope
@@ -30,16 +31,16 @@ def _actor(request: Request) -> str:
 
 
 class AdjustmentInputSerializer(serializers.Serializer):
-    id = serializers.RegexField(
+    id = StrictRegexField(
         r"^\S{1,128}$",
         required=False,
         help_text="Your id for this adjustment: a retry with the same id and body is a replay.",
     )
-    member = serializers.CharField(max_length=64)
+    member = StrictCharField(max_length=64)
     points = serializers.IntegerField(
         min_value=-1_000_000, max_value=1_000_000, help_text="Non-zero; negative takes points."
     )
-    reason = serializers.CharField(max_length=500, help_text="Required; shown in the ledger.")
+    reason = StrictCharField(max_length=500, help_text="Required; shown in the ledger.")
 
     def validate_points(self, value: int) -> int:
         if value == 0:
@@ -118,11 +119,11 @@ class AdjustmentView(APIView):
 
 
 class RulesInputSerializer(serializers.Serializer):
-    rules = serializers.JSONField(help_text="The whole rule set document (docs/rules.md).")
+    rules = serializers.DictField(help_text="The whole rule set document (docs/rules.md).")
     effective_from = serializers.DateTimeField(
         required=False, help_text="When it takes effect (default: now); not before the latest."
     )
-    note = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    note = StrictCharField(max_length=500, required=False, allow_blank=True)
 
 
 class RuleVersionSerializer(serializers.Serializer):

@@ -46,6 +46,37 @@ class MemberTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _no_nul_strings(node: Any) -> None:
+    """Text we accept can never hold U+0000 (PostgreSQL text cannot): say so in the schema
+    with a pattern on every request string that has no pattern or format of its own."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and "pattern" not in node and "format" not in node:
+            if "enum" not in node:
+                node["pattern"] = NO_NUL
+        for value in node.values():
+            _no_nul_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            _no_nul_strings(value)
+
+
+def strict_request_strings(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: request bodies' and query parameters' strings refuse NUL."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request"):
+            _no_nul_strings(component)
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query":
+                        _no_nul_strings(parameter.get("schema", {}))
+    return result
+
+
 def problem_media_type(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: error responses are served as ``application/problem+json``."""
     for path_item in result.get("paths", {}).values():

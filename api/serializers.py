@@ -36,6 +36,23 @@ class AwareDateTimeField(serializers.DateTimeField):
         return parsed
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: a number or a boolean sent for a text field is refused, not coerced (no
+    accidental ``"0"`` member ids, and the schema's ``type: string`` holds)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _contains_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -47,33 +64,33 @@ def _contains_nul(value: Any) -> bool:
 
 
 class ContentInputSerializer(serializers.Serializer):
-    id = serializers.CharField(max_length=128, required=False)
-    author = serializers.CharField(max_length=64, required=False)
+    id = StrictCharField(max_length=128, required=False)
+    author = StrictCharField(max_length=64, required=False)
     kind = serializers.ChoiceField(choices=["kol", "official", "ugc"], required=False)
-    url = serializers.CharField(max_length=1000, required=False)
-    hash = serializers.CharField(max_length=128, required=False)
+    url = StrictCharField(max_length=1000, required=False)
+    hash = StrictCharField(max_length=128, required=False)
     length = serializers.IntegerField(min_value=0, required=False)
 
 
 class EventInputSerializer(serializers.Serializer):
-    id = serializers.RegexField(
+    id = StrictRegexField(
         r"^\S{1,128}$", max_length=128, help_text="Your id for this event; the idempotency key."
     )
-    type = serializers.RegexField(
+    type = StrictRegexField(
         TYPE_NAME.pattern,
         max_length=40,
         help_text="A built-in type (" + ", ".join(EventType.values) + ") or a custom one.",
     )
-    member = serializers.CharField(max_length=64, help_text="The member's id in your platform.")
+    member = StrictCharField(max_length=64, help_text="The member's id in your platform.")
     occurred_at = AwareDateTimeField(required=False, help_text="Defaults to the time received.")
-    target = serializers.CharField(
+    target = StrictCharField(
         max_length=128,
         required=False,
         help_text="Member or content the event is about (invitee, rated member, content id).",
     )
     content = ContentInputSerializer(required=False)
     score = serializers.IntegerField(min_value=1, max_value=5, required=False)
-    group = serializers.CharField(max_length=128, required=False)
+    group = StrictCharField(max_length=128, required=False)
     meta = serializers.DictField(
         required=False, help_text="Free-form; `display_name` sets the member's name."
     )
@@ -126,8 +143,9 @@ class EventBatchInputSerializer(serializers.Serializer):
     """Only the envelope is validated here; each item is validated on its own by the view."""
 
     events = serializers.ListField(
-        child=serializers.JSONField(),
+        child=serializers.JSONField(allow_null=True),
         allow_empty=False,
+        min_length=1,
         max_length=settings.EVENTS_BATCH_MAX,
         help_text=f"Up to {settings.EVENTS_BATCH_MAX} events, each as for the single endpoint.",
     )
@@ -266,13 +284,21 @@ class LedgerEntryOutputSerializer(serializers.ModelSerializer):
 
 class PeriodQuerySerializer(serializers.Serializer):
     period = serializers.ChoiceField(choices=["all_time", "month", "week"], default="all_time")
-    month = serializers.RegexField(
-        r"^\d{4}-\d{2}$", required=False, help_text="A past month, YYYY-MM (period=month)."
+
+    def to_internal_value(self, data: Any) -> Any:
+        """A parameter sent empty (``?period=``) is an error, not the default."""
+        blank = [str(name) for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
+        if blank:
+            raise serializers.ValidationError({name: ["may not be blank"] for name in blank})
+        return super().to_internal_value(data)
+
+    month = StrictRegexField(
+        r"^2\d{3}-(0[1-9]|1[0-2])$", required=False, help_text="A month, YYYY-MM (period=month)."
     )
 
 
 class LeaderboardQuerySerializer(PeriodQuerySerializer):
-    cursor = serializers.CharField(required=False, max_length=64)
+    cursor = StrictCharField(required=False, max_length=64, help_text="From `next`.")
     size = serializers.IntegerField(min_value=1, max_value=200, default=50)
 
 

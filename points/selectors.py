@@ -114,9 +114,7 @@ def period_resolve(
                 start = dt.datetime.strptime(month, "%Y-%m").date()  # noqa: DTZ007 - a date
             except ValueError as exc:
                 raise InvalidPeriod([FieldError("month", "invalid", "must be YYYY-MM")]) from exc
-            if start > day:
-                raise InvalidPeriod([FieldError("month", "in_future", "is in the future")])
-            return Period(kind, start)
+            return Period(kind, start)  # a future month is an empty board
         return Period(kind, month_start(day))
     if kind == PeriodKind.WEEK:
         return Period(kind, week_start(day))

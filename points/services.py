@@ -220,6 +220,11 @@ def rank_snapshot_ensure(
 
     from points.models import RankBuild
 
+    from points.models import PeriodTotal
+    from points.timeutils import today
+
+    if not PeriodTotal.ALL_TIME_START <= start <= today(community.timezone):
+        return False  # no points can be there: nothing to build (and no row per odd month)
     if built_at is _UNKNOWN:
         built_at = (
             RankBuild.objects.filter(community=community, kind=kind, start=start)

@@ -32,5 +32,6 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.problem_media_type",
+        "api.schema.strict_request_strings",
     ],
 }
