@@ -1,6 +1,9 @@
 """Django REST Framework and OpenAPI settings."""
 
+import os
+
 REST_FRAMEWORK = {
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttles.AtomicRateThrottle"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "api.auth.ApiKeyAuthentication",
         "api.auth.MemberTokenAuthentication",
@@ -35,3 +38,11 @@ SPECTACULAR_SETTINGS = {
         "api.schema.strict_request_strings",
     ],
 }
+
+# Requests per caller and window (api/throttles.py); counted in Redis when REDIS_URL is set,
+# else in PostgreSQL. Batches count as one request.
+API_RATE_LIMITS = {
+    "key": os.environ.get("API_RATE_LIMIT_KEY", "1200/min"),
+    "member": os.environ.get("API_RATE_LIMIT_MEMBER", "120/min"),
+}
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()

@@ -11,3 +11,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
 # Tests revoke keys and expect the next request to fail; the cache has its own test.
 API_KEY_CACHE_SECONDS = 0.0
+
+# No rate limits in tests but the throttle's own (tests/api/test_rate_limits.py).
+API_RATE_LIMITS = {}  # noqa: F405
+REDIS_URL = ""
