@@ -237,7 +237,9 @@ def pipelined(statements: list[tuple[str, list[Any]]]) -> list[list[tuple[Any, .
         connection.ensure_connection()
         raw = connection.connection
     results: list[list[tuple[Any, ...]]] = []
-    with raw.pipeline() as pipeline:
+    # Errors raised by the pipeline itself come from psycopg, not through Django's cursor:
+    # wrap them as Django's (so a broken connection is marked and replaced, as usual).
+    with connection.wrap_database_errors, raw.pipeline() as pipeline:
         cursors = []
         for sql, params in statements:
             cursor = connection.cursor()
