@@ -218,9 +218,7 @@ def rank_snapshot_ensure(
     import logging
     import time
 
-    from points.models import RankBuild
-
-    from points.models import PeriodTotal
+    from points.models import PeriodTotal, RankBuild
     from points.timeutils import today
 
     if not PeriodTotal.ALL_TIME_START <= start <= today(community.timezone):

@@ -95,7 +95,7 @@ def test_a_worker_killed_mid_job_is_finished_by_the_next_with_no_double_expiry(
         _wait(lambda: " ready." in log.read_text(errors="replace"), 60, "the first worker")
         with Connection(AMQP, connect_timeout=5) as conn:
             points_expire_community.apply_async(
-                args=[community.pk], queue=queue, producer=conn.Producer()
+                args=(community.pk,), queue=queue, producer=conn.Producer()
             )
         expired = LedgerEntry.objects.filter(community=community, kind=EntryKind.EXPIRY)
         _wait(lambda: expired.count() >= 50, 60, "the job to be under way")
