@@ -22,6 +22,7 @@ from api.serializers import (
     LedgerEntryOutputSerializer,
     MemberOutputSerializer,
 )
+from config.observability import record_ingest
 from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import EventInput, IngestOutcome, IngestStatus, events_ingest
@@ -139,7 +140,9 @@ class EventCreateView(APIView):
     def post(self, request: Request, community: str) -> Response:
         serializer = EventInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        outcome = events_ingest(community=_community(request), events=[serializer.to_event()])[0]
+        event = serializer.to_event()
+        outcome = events_ingest(community=_community(request), events=[event])[0]
+        record_ingest([outcome], {event.client_id: event.type})
         return _outcome_response(outcome)
 
 
@@ -242,6 +245,7 @@ class EventBatchView(APIView):
                     flatten_errors(serializer.errors),
                 )
         outcomes = events_ingest(community=_community(request), events=valid_events)
+        record_ingest(outcomes, {e.client_id: e.type for e in valid_events})
         for position, outcome in zip(valid_positions, outcomes, strict=True):
             results[position] = _batch_item(outcome)
         return Response({"results": results})

@@ -9,3 +9,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 app = Celery("incentives")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Request ids travel with tasks; task durations are measured (config/observability.py).
+from config.observability import connect_celery_signals  # noqa: E402
+
+connect_celery_signals()
