@@ -42,7 +42,11 @@ SPECTACULAR_SETTINGS = {
 # Requests per caller and window (api/throttles.py); counted in Redis when REDIS_URL is set,
 # else in PostgreSQL. Batches count as one request.
 API_RATE_LIMITS = {
-    "key": os.environ.get("API_RATE_LIMIT_KEY", "1200/min"),
-    "member": os.environ.get("API_RATE_LIMIT_MEMBER", "120/min"),
+    kind: rate
+    for kind, rate in (
+        ("key", os.environ.get("API_RATE_LIMIT_KEY", "1200/min")),
+        ("member", os.environ.get("API_RATE_LIMIT_MEMBER", "120/min")),
+    )
+    if rate.strip()  # an empty value switches that limit off
 }
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
