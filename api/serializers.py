@@ -125,7 +125,11 @@ class EventInputSerializer(serializers.Serializer):
         return attrs
 
     def to_event(self) -> EventInput:
-        data = self.validated_data
+        return self.event_from(self.validated_data)
+
+    @staticmethod
+    def event_from(data: Any) -> EventInput:
+        """An ``EventInput`` from validated data."""
         return EventInput(
             client_id=data["id"],
             type=data["type"],

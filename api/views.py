@@ -6,6 +6,8 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.fields import empty
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -232,18 +234,22 @@ class EventBatchView(APIView):
         results: list[dict[str, Any] | None] = [None] * len(items)
         valid_positions: list[int] = []
         valid_events: list[EventInput] = []
+        # One validator for every item: a serializer's fields are built (deep-copied) once,
+        # not once per item, which was half the cost of a batch.
+        validator = EventInputSerializer()
         for position, item in enumerate(items):
-            serializer = EventInputSerializer(data=item)
-            if serializer.is_valid():
-                valid_positions.append(position)
-                valid_events.append(serializer.to_event())
-            else:
+            try:
+                data = validator.run_validation(item if item is not None else empty)
+            except ValidationError as exc:
                 results[position] = _batch_error(
                     item.get("id") if isinstance(item, dict) else None,
                     "validation_error",
                     "The event is invalid.",
-                    flatten_errors(serializer.errors),
+                    flatten_errors(exc.detail),
                 )
+                continue
+            valid_positions.append(position)
+            valid_events.append(EventInputSerializer.event_from(data))
         outcomes = events_ingest(community=_community(request), events=valid_events)
         record_ingest(outcomes, {e.client_id: e.type for e in valid_events})
         for position, outcome in zip(valid_positions, outcomes, strict=True):
