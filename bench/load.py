@@ -53,6 +53,21 @@ class PhaseResult:
         return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] * 1000
 
 
+def combine(before: PhaseResult, after: PhaseResult) -> PhaseResult:
+    """One result from runs before and after another phase, so that drift cancels out."""
+    busy = [r.cpu_busy for r in (before, after) if r.cpu_busy is not None]
+    return PhaseResult(
+        name=before.name,
+        units=before.units + after.units,
+        requests=before.requests + after.requests,
+        errors=before.errors + after.errors,
+        seconds=before.seconds + after.seconds,
+        latencies=before.latencies + after.latencies,
+        first_error=before.first_error or after.first_error,
+        cpu_busy=sum(busy) / len(busy) if busy else None,
+    )
+
+
 def run_phase(name: str, steps: list[Step], *, warmup: float, duration: float) -> PhaseResult:
     """Run every step in its own thread, back to back; count what completes in the window."""
     stop = threading.Event()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from bench.load import EventSource, HttpPoster, PhaseResult, SingleClient, run_phase
+from bench.load import EventSource, HttpPoster, PhaseResult, SingleClient, combine, run_phase
 
 # The foundation's rule set: no streaks, quotas, recycled-content or length gates, no
 # weekly/monthly caps, no cooldowns. Everything else as the defaults.
@@ -97,14 +97,5 @@ def measure(
     before = phase(foundation_slug, foundation_key, "fa", "single events, foundation rules")
     full = phase(full_slug, full_key, "ff", "single events, full default rules")
     after = phase(foundation_slug, foundation_key, "fb", "single events, foundation rules")
-    both = PhaseResult(
-        name=before.name,
-        units=before.units + after.units,
-        requests=before.requests + after.requests,
-        errors=before.errors + after.errors,
-        seconds=before.seconds + after.seconds,
-        latencies=before.latencies + after.latencies,
-        first_error=before.first_error or after.first_error,
-        cpu_busy=None,
-    )
+    both = combine(before, after)
     return full, both

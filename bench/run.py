@@ -25,6 +25,7 @@ from bench.load import (
     PhaseResult,
     SingleClient,
     Step,
+    combine,
     run_phase,
 )
 from bench.server import ROOT, gunicorn
@@ -229,8 +230,10 @@ def _measure_ranks(port: int, bench_url: str, *, clients: int) -> None:
         port, bench_url, members=members, clients=clients, requests=requests
     )
     note(
-        f"rank data: {members:,} members generated in {data['generated_s']:.1f} s; snapshot "
-        f"(one rank() over all of them) built in {data['snapshot_s']:.1f} s"
+        f"rank data: {members:,} members with all-time and this month's totals generated in "
+        f"{data['generated_s']:.1f} s; all-time snapshot (one rank() over all of them) built in "
+        f"{data['snapshot_s']:.1f} s, this month's ({data['month_ranked']:,} ranked) in "
+        f"{data['month_snapshot_s']:.1f} s"
     )
     for name, ours, raw in results:
         note(
@@ -271,17 +274,7 @@ def _raw(
 
 def _both(before: PhaseResult, after: PhaseResult) -> PhaseResult:
     """One baseline from the runs before and after ours, so that drift cancels out."""
-    busy = [r.cpu_busy for r in (before, after) if r.cpu_busy is not None]
-    both = PhaseResult(
-        name=before.name,
-        units=before.units + after.units,
-        requests=before.requests + after.requests,
-        errors=before.errors + after.errors,
-        seconds=before.seconds + after.seconds,
-        latencies=before.latencies + after.latencies,
-        first_error=before.first_error or after.first_error,
-        cpu_busy=sum(busy) / len(busy) if busy else None,
-    )
+    both = combine(before, after)
     note(
         f"{before.name} baseline: {before.rate:.0f} before and {after.rate:.0f} after ours, "
         f"{both.rate:.0f} rows/s together"
