@@ -129,6 +129,52 @@ class RequestMiddleware:
         return response
 
 
+def broker_queue_depth(queue: str = "celery") -> int | None:
+    """Messages waiting in the Celery queue, read from the broker at scrape time (None when
+    the broker does not answer within a second)."""
+    from django.conf import settings
+
+    url = getattr(settings, "CELERY_BROKER_URL", "")
+    try:
+        if url.startswith("redis"):
+            import redis
+
+            return int(redis.Redis.from_url(url, socket_timeout=1).llen(queue))
+        if url.startswith(("amqp", "pyamqp")):
+            from kombu import Connection
+
+            with Connection(url, connect_timeout=1) as conn:
+                channel: Any = conn.default_channel
+                return int(channel.queue_declare(queue, passive=True).message_count)
+        if url.startswith("filesystem"):
+            from pathlib import Path
+
+            folder = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("data_folder_in")
+            return sum(1 for p in Path(folder).glob(f"*.{queue}.msg")) if folder else None
+    except Exception:  # noqa: BLE001 - a scrape must not fail because the broker does
+        return None
+    return None
+
+
+def _queue_depth_text() -> bytes:
+    from prometheus_client.core import GaugeMetricFamily
+
+    depth = broker_queue_depth()
+
+    class _Collector:
+        def collect(self) -> Iterable[Any]:
+            family = GaugeMetricFamily(
+                "incentives_celery_queue_depth", "Messages waiting in the Celery queue"
+            )
+            if depth is not None:
+                family.add_metric([], depth)
+            yield family
+
+    registry = CollectorRegistry()
+    registry.register(_Collector())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. With ``METRICS_TOKEN`` set, a ``Bearer`` token is required."""
     from django.conf import settings
@@ -145,7 +191,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         body = generate_latest(registry)
     else:
         body = generate_latest()
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(body + _queue_depth_text(), content_type=CONTENT_TYPE_LATEST)
 
 
 # --- Celery: the request id travels in task headers; task durations ------------------------

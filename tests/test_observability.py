@@ -79,9 +79,29 @@ def test_metrics_count_ingested_events_and_requests(client_for: APIClient) -> No
     assert 'incentives_points_awarded_total{rule="points.check_in"}' in body
     assert "incentives_http_requests_total{" in body
     assert "incentives_http_request_seconds_bucket{" in body
+    assert "# TYPE incentives_celery_queue_depth gauge" in body
 
 
 def test_metrics_can_require_a_token(client_for: APIClient, settings: object) -> None:
     settings.METRICS_TOKEN = "s3cret"  # type: ignore[attr-defined]
     assert APIClient().get("/metrics").status_code == 401
     assert APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+def test_queue_depth_is_read_from_the_broker(settings: object) -> None:
+    import redis
+
+    from config.observability import broker_queue_depth
+
+    url = "redis://127.0.0.1:6379/13"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.delete("celery")
+        client.rpush("celery", "a", "b", "c")
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    settings.CELERY_BROKER_URL = url  # type: ignore[attr-defined]
+    assert broker_queue_depth() == 3
+    client.delete("celery")
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
+    assert broker_queue_depth() is None
