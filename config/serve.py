@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,12 @@ def _env() -> dict[str, str]:
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     env["DATABASE_URL"] = resolve_database_url()
     env.setdefault("CELERY_BROKER_URL", "filesystem://")
+    # Several gunicorn workers: /metrics sums them (prometheus_client multiprocess mode).
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        metrics_dir = DATA_DIR / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     return env
 
 
