@@ -19,6 +19,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from points import outbox
 from points.exceptions import AdjustmentConflict, FieldError, MemberNotFound, ValidationFailed
 from points.ledger import ledger_post, member_lock
 from points.models import AuditLog, Community, EntryKind, Member
@@ -147,6 +148,7 @@ def adjustment_create(
                 data=result,
                 now=now,
             )
+            outbox.publish(community, [("adjustment.created", result)])
     except IntegrityError:
         # A concurrent request with the same id committed first: answer as a replay.
         first = _first_result(community, client_id) if client_id else None
@@ -227,6 +229,21 @@ def adjustments_bulk_import(
                     "bulk": True,
                 },
                 now=now,
+            )
+            outbox.publish(
+                community,
+                [
+                    (
+                        "adjustment.created",
+                        {
+                            "member": item.member,
+                            "points": item.points,
+                            "reason": item.reason,
+                            "balance": member.balance,
+                            "entries": entry_ids,
+                        },
+                    )
+                ],
             )
             total += item.points
         summary = {"rows": len(items), "points": total, "note": note}

@@ -24,6 +24,7 @@ from django.db.models import Sum
 from django.db.models.functions import Collate
 from django.utils import timezone
 
+from points import outbox
 from points.exceptions import EventNotFound
 from points.ledger import ledger_post
 from points.models import (
@@ -132,6 +133,7 @@ def event_reverse(
         }
         event.reversal = result
         event.save(update_fields=["reversal"])
+        outbox.publish(community, [("event.reversed", result)])
         return result
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from points import outbox
 from points.exceptions import FieldError
 from points.models import (
     Community,
@@ -989,6 +990,9 @@ class _Batch:
             raise _ConcurrentDuplicate
         if new_keys and len(results[2 if tally_keys else 1]) != len(new_keys):
             raise _ConcurrentDuplicate
+        outbox.publish(
+            self.community, [("event.accepted", result) for _p, _m, _n, result in state.events]
+        )
         recompute = [s for s in members.values() if s.recompute_streak]
         if recompute:
             from points.corrections import bonuses_rederive

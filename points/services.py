@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from points import outbox
 from points.ingest import (  # noqa: F401 - the service API of ingestion
     MAX_CLOCK_SKEW,
     EventInput,
@@ -65,6 +66,15 @@ def rule_set_publish(
     locked.rules_revision += 1
     locked.save(update_fields=["rules_revision"])
     community.rules_revision = locked.rules_revision
+    outbox.publish(
+        locked,
+        [
+            (
+                "rules.published",
+                {"version": version, "effective_from": effective_from.isoformat(), "note": note},
+            )
+        ],
+    )
     return rule_set
 
 

@@ -1,5 +1,7 @@
 """Core Django settings shared by every environment."""
 
+import base64
+import hashlib
 import os
 
 from config.database import BASE_DIR, DATA_DIR
@@ -24,6 +26,7 @@ INSTALLED_APPS = [
     "points",
     "incentives",
     "rewards",
+    "webhooks",
     "api",
     "web",
 ]
@@ -88,3 +91,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("MAX_REQUEST_BYTES", 2 * 1024 *
 EVENTS_BATCH_MAX = 1000
 # A process trusts a checked API key this long (revocation takes effect within it).
 API_KEY_CACHE_SECONDS = float(os.environ.get("API_KEY_CACHE_SECONDS", "10"))
+
+# Webhook signing secrets are stored encrypted (Fernet). Comma-separated keys: the first
+# encrypts, all decrypt; rotate by putting a new key first and running
+# `manage.py rotate_webhook_secrets` (docs/operations.md). Without the variable, a key is derived
+# from SECRET_KEY (fine for development; set it in production).
+WEBHOOK_SECRET_KEYS = [
+    k.strip() for k in os.environ.get("WEBHOOK_SECRET_KEYS", "").split(",") if k.strip()
+] or [
+    base64.urlsafe_b64encode(
+        hashlib.sha256(("webhooks:" + SECRET_KEY).encode()).digest()
+    ).decode()
+]

@@ -34,6 +34,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "points.tasks.rank_snapshots_refresh_all",
         "schedule": 30.0,
     },
+    "webhooks-deliver": {
+        "task": "webhooks.tasks.deliver_due",
+        "schedule": 10.0,
+    },
     "points-expire-daily": {
         "task": "points.tasks.points_expire_all",
         "schedule": crontab(hour=16, minute=5),  # 00:05 in Asia/Shanghai
