@@ -156,10 +156,28 @@ def broker_queue_depth(queue: str = "celery") -> int | None:
     return None
 
 
+def outbox_lag_seconds() -> float | None:
+    """Age of the oldest webhook delivery still waiting (0 when none waits)."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT EXTRACT(EPOCH FROM now() - min(m.created_at)) "
+                "FROM webhooks_delivery d JOIN webhooks_outboxmessage m ON m.id = d.message_id "
+                "WHERE d.status = 'pending'"
+            )
+            value = cursor.fetchone()[0]
+    except Exception:  # noqa: BLE001 - a scrape must not fail because the database does
+        return None
+    return float(value) if value is not None else 0.0
+
+
 def _queue_depth_text() -> bytes:
     from prometheus_client.core import GaugeMetricFamily
 
     depth = broker_queue_depth()
+    lag = outbox_lag_seconds()
 
     class _Collector:
         def collect(self) -> Iterable[Any]:
@@ -169,6 +187,13 @@ def _queue_depth_text() -> bytes:
             if depth is not None:
                 family.add_metric([], depth)
             yield family
+            outbox = GaugeMetricFamily(
+                "incentives_outbox_lag_seconds",
+                "Age of the oldest webhook delivery still waiting",
+            )
+            if lag is not None:
+                outbox.add_metric([], lag)
+            yield outbox
 
     registry = CollectorRegistry()
     registry.register(_Collector())  # type: ignore[arg-type]

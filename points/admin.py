@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -236,3 +237,12 @@ class AuditLogAdmin(ReadOnlyAdmin):
         return render(
             request, "admin/points/auditlog/import.html", context, status=400 if errors else 200
         )
+
+
+@admin.register(LogEntry)
+class AdminActionLogAdmin(ReadOnlyAdmin):
+    """Every change made through this admin (Django records it), for operators to review."""
+
+    list_display = ["action_time", "user", "content_type", "object_repr", "action_flag"]
+    list_filter = ["action_flag", "content_type"]
+    search_fields = ["object_repr", "user__username"]

@@ -80,6 +80,7 @@ def test_metrics_count_ingested_events_and_requests(client_for: APIClient) -> No
     assert "incentives_http_requests_total{" in body
     assert "incentives_http_request_seconds_bucket{" in body
     assert "# TYPE incentives_celery_queue_depth gauge" in body
+    assert "incentives_outbox_lag_seconds 0.0" in body
 
 
 def test_metrics_can_require_a_token(client_for: APIClient, settings: object) -> None:

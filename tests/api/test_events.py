@@ -407,3 +407,23 @@ def test_meta_with_a_literal_backslash_u0000_text_is_accepted(client_for):
 
     assert response.status_code == 201, response.content
     assert Event.objects.get(client_id="bs").meta == {"note": "\\u0000"}
+
+
+def test_events_cannot_set_balances_or_status(client_for):
+    response = client_for.post(
+        "/api/v1/communities/acme/events",
+        {
+            "id": "mass-1",
+            "type": "share",
+            "member": "ann",
+            "balance": 10**6,
+            "status": "left",
+            "points": 999,
+            "held": 5,
+        },
+        format="json",
+    )
+    assert response.status_code == 201
+    assert response.json()["points"] == 5
+    member = client_for.get("/api/v1/communities/acme/members/ann").json()
+    assert (member["balance"], member["held"], member["status"]) == (5, 0, "active")

@@ -125,3 +125,29 @@ def test_ledger_audit_and_existing_rule_sets_are_read_only(
     assert staff.get("/admin/points/auditlog/add/").status_code == 403
     assert staff.get("/admin/points/auditlog/").status_code == 200
     assert "Import adjustments (CSV)" in staff.get("/admin/points/auditlog/").content.decode()
+
+
+def test_every_admin_change_is_in_the_admin_action_log(staff: Client, community: Community) -> None:
+    staff.post(
+        "/admin/points/ruleset/add/",
+        {
+            "community": community.pk,
+            "effective_from_0": "2030-01-01",
+            "effective_from_1": "00:00:00",
+            "rules": '{"points": {"share": 6}}',
+            "note": "logged",
+        },
+    )
+    page = staff.get("/admin/admin/logentry/")
+    assert page.status_code == 200
+    assert (
+        "v2" in page.content.decode()
+        or "RuleSet" in page.content.decode()
+        or "2" in page.content.decode()
+    )
+    from django.contrib.admin.models import LogEntry
+
+    assert LogEntry.objects.filter(user__username="ops").count() == 1
+    assert (
+        staff.post(f"/admin/admin/logentry/{LogEntry.objects.get().pk}/delete/").status_code == 403
+    )
