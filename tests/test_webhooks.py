@@ -111,6 +111,7 @@ def test_every_committed_change_is_delivered_once_to_a_failing_receiver(
 
 def test_a_rolled_back_change_writes_no_message(community: Community) -> None:
     endpoint_create(community=community, url="http://127.0.0.1:9/never")
+
     def change_then_fail() -> None:
         with transaction.atomic():
             adjustment_create(

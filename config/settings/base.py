@@ -99,7 +99,5 @@ API_KEY_CACHE_SECONDS = float(os.environ.get("API_KEY_CACHE_SECONDS", "10"))
 WEBHOOK_SECRET_KEYS = [
     k.strip() for k in os.environ.get("WEBHOOK_SECRET_KEYS", "").split(",") if k.strip()
 ] or [
-    base64.urlsafe_b64encode(
-        hashlib.sha256(("webhooks:" + SECRET_KEY).encode()).digest()
-    ).decode()
+    base64.urlsafe_b64encode(hashlib.sha256(("webhooks:" + SECRET_KEY).encode()).digest()).decode()
 ]
