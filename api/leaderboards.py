@@ -9,14 +9,13 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
 from api.serializers import (
-    BoardRowSerializer,
     LeaderboardQuerySerializer,
     LeaderboardSerializer,
     MemberRankSerializer,
@@ -32,7 +31,6 @@ from points.selectors import (
     Period,
     leaderboard_page,
     member_by_external_id,
-    member_rank,
     member_rank_lookup,
     period_resolve,
     snapshot_info,
@@ -41,9 +39,23 @@ from points.services import member_token_issue, rank_snapshot_ensure
 
 PERIOD_PARAMS: list[Any] = [PeriodQuerySerializer]
 
+# The rank path is read on every bot command and every page view. Its serializers document the
+# schema; the answers are built directly with the same field renderings, and the query
+# validators are built once (a DRF serializer deep-copies its declared fields per instance,
+# which cost more than the rank query itself; see docs/performance.md, "Rank lookups").
+_PERIOD_QUERY = PeriodQuerySerializer()
+_BOARD_QUERY = LeaderboardQuerySerializer()
+_DATETIME = serializers.DateTimeField()
+_DATE = serializers.DateField()
+
 
 def _community(request: Request) -> Community:
     return request.auth.community  # type: ignore[union-attr]
+
+
+def _query(validator: serializers.Serializer, request: Request) -> dict[str, Any]:
+    """Validated query parameters (400 problem+json naming the field, as ``is_valid``)."""
+    return dict(validator.run_validation(request.query_params))
 
 
 def _period(request: Request, query: dict[str, Any]) -> Period:
@@ -53,7 +65,17 @@ def _period(request: Request, query: dict[str, Any]) -> Period:
 
 
 def _row(row: BoardRow) -> dict[str, Any]:
-    return BoardRowSerializer(row).data
+    """As ``BoardRowSerializer`` renders it."""
+    return {
+        "rank": row.rank,
+        "member": row.member,
+        "display_name": row.display_name,
+        "points": row.points,
+    }
+
+
+def _datetime(value: dt.datetime | None) -> str | None:
+    return None if value is None else _DATETIME.to_representation(value)
 
 
 def _decode_cursor(cursor: str | None) -> int:
@@ -73,24 +95,38 @@ def _encode_cursor(position: int) -> str:
 
 
 def rank_body(result: MemberRank) -> dict[str, Any]:
+    """As ``MemberRankSerializer`` renders it."""
     age = None
     if result.built_at is not None:
         age = int((timezone.now() - result.built_at).total_seconds())
-    return MemberRankSerializer(
-        {
-            "period": result.period.label,
-            "start": result.period.start,
-            "rank": result.rank,
-            "points": result.points,
-            "ranked_points": result.ranked_points,
-            "total": result.total,
-            "percentile": result.percentile,
-            "above": result.above,
-            "below": result.below,
-            "as_of": result.built_at,
-            "age_seconds": age,
-        }
-    ).data
+    return {
+        "period": result.period.label,
+        "start": _DATE.to_representation(result.period.start),
+        "rank": result.rank,
+        "points": result.points,
+        "ranked_points": result.ranked_points,
+        "total": result.total,
+        "percentile": result.percentile,
+        "above": [_row(r) for r in result.above],
+        "below": [_row(r) for r in result.below],
+        "as_of": _datetime(result.built_at),
+        "age_seconds": age,
+    }
+
+
+def member_rank_fresh(
+    community: Community, external_id: str, period: Period, neighbours: int = 3
+) -> MemberRank | None:
+    """``member_rank_lookup``, after building the period's first snapshot if there is none (a
+    stale one is served while a rebuild is queued: see ``rank_snapshot_ensure``)."""
+    result = member_rank_lookup(community, external_id, period, neighbours)
+    if result is None:
+        return None
+    if rank_snapshot_ensure(
+        community=community, kind=period.kind, start=period.start, built_at=result.built_at
+    ):
+        result = member_rank_lookup(community, external_id, period, neighbours) or result
+    return result
 
 
 def member_ranks(community: Community, member: Member) -> dict[str, Any]:
@@ -99,8 +135,10 @@ def member_ranks(community: Community, member: Member) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("all_time", "month"):
         period = period_resolve(community, kind)
-        rank_snapshot_ensure(community=community, kind=period.kind, start=period.start)
-        out[kind] = rank_body(member_rank(community, member, period, neighbours=0))
+        result = member_rank_fresh(community, member.external_id, period, neighbours=0)
+        if result is None:
+            raise MemberNotFound(f"No member '{member.external_id}' in this community.")
+        out[kind] = rank_body(result)
     return out
 
 
@@ -151,12 +189,11 @@ class LeaderboardView(APIView):
         tags=["ranks"],
     )
     def get(self, request: Request, community: str) -> Response:
-        query = LeaderboardQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        period = _period(request, query.validated_data)
-        size = query.validated_data["size"]
+        query = _query(_BOARD_QUERY, request)
+        period = _period(request, query)
+        size = query["size"]
         rows = leaderboard_page(
-            _community(request), period, _decode_cursor(query.validated_data.get("cursor")), size
+            _community(request), period, _decode_cursor(query.get("cursor")), size
         )
         info = snapshot_info(_community(request), period)
         next_url = None
@@ -167,9 +204,9 @@ class LeaderboardView(APIView):
         return Response(
             {
                 "period": period.label,
-                "start": period.start,
+                "start": _DATE.to_representation(period.start),
                 "total": info.total,
-                "as_of": info.built_at,
+                "as_of": _datetime(info.built_at),
                 "next": next_url,
                 "results": [_row(r) for r in rows],
             }
@@ -217,18 +254,12 @@ class MemberRankView(APIView):
         tags=["ranks"],
     )
     def get(self, request: Request, community: str, member: str) -> Response:
-        query = PeriodQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        query = _query(_PERIOD_QUERY, request)
         found = _community(request)
-        data = query.validated_data
-        period = period_resolve(found, data["period"], data.get("month"))
-        result = member_rank_lookup(found, member, period)
+        period = period_resolve(found, query["period"], query.get("month"))
+        result = member_rank_fresh(found, member, period)
         if result is None:
             raise MemberNotFound(f"No member '{member}' in this community.")
-        if rank_snapshot_ensure(
-            community=found, kind=period.kind, start=period.start, built_at=result.built_at
-        ):
-            result = member_rank_lookup(found, member, period) or result
         return Response(rank_body(result))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from points.models import EventType, LedgerEntry, Member
@@ -195,16 +196,52 @@ class BatchResultSerializer(serializers.Serializer):
     results = BatchItemResultSerializer(many=True)
 
 
+class BoardRowSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(help_text="Competition rank: ties share it (1, 2, 2, 4).")
+    member = serializers.CharField()
+    display_name = serializers.CharField()
+    points = serializers.IntegerField()
+
+
+class MemberRankSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    start = serializers.DateField()
+    rank = serializers.IntegerField(allow_null=True, help_text="Null when not ranked yet.")
+    points = serializers.IntegerField(help_text="Live points in the period.")
+    ranked_points = serializers.IntegerField(
+        allow_null=True, help_text="Points when the rank snapshot was built."
+    )
+    total = serializers.IntegerField()
+    percentile = serializers.FloatField(
+        allow_null=True, help_text="Share of ranked members at or below this member."
+    )
+    above = BoardRowSerializer(many=True)
+    below = BoardRowSerializer(many=True)
+    as_of = serializers.DateTimeField(allow_null=True)
+    age_seconds = serializers.IntegerField(allow_null=True)
+
+
+class MemberRanksSerializer(serializers.Serializer):
+    all_time = MemberRankSerializer(help_text="All-time rank (neighbours: see …/rank).")
+    month = MemberRankSerializer(help_text="This month's rank, in the community's time zone.")
+
+
 class MemberOutputSerializer(serializers.ModelSerializer):
     member = serializers.CharField(source="external_id")
     spendable = serializers.IntegerField(read_only=True)
-    tier = serializers.SerializerMethodField()
+    tier = serializers.SerializerMethodField(
+        help_text="Filled by a later issue (tier ladders); null until tiers exist."
+    )
     ranks = serializers.SerializerMethodField()
     streak = serializers.SerializerMethodField(
         help_text="Consecutive local days with a check-in, up to today or yesterday (else 0)."
     )
-    koc = serializers.SerializerMethodField()
-    honors = serializers.SerializerMethodField()
+    koc = serializers.SerializerMethodField(
+        help_text="Filled by a later issue (KOC detection); false until then."
+    )
+    honors = serializers.SerializerMethodField(
+        help_text="Filled by a later issue (monthly honor rolls); empty until then."
+    )
     achievements = serializers.SerializerMethodField(
         help_text="[{code, period, awarded_at}]: e.g. a month's check-in quota reached."
     )
@@ -234,12 +271,12 @@ class MemberOutputSerializer(serializers.ModelSerializer):
             "expiring",
         ]
 
-    # Tiers, ranks, streaks, KOC status and honors are computed by later capabilities; until
-    # they exist the fields are present with explicit empty values so bots can code against
-    # the final shape.
+    # Tiers, KOC status and honors are computed by later issues; until they exist the fields
+    # are present with explicit empty values so that bots can code against the final shape.
     def get_tier(self, obj: Member) -> str | None:
         return None
 
+    @extend_schema_field(MemberRanksSerializer)
     def get_ranks(self, obj: Member) -> dict[str, Any]:
         """{all_time, month}: rank, points, total, percentile, snapshot age (see …/rank)."""
         return dict(self.context.get("ranks", {}))
@@ -306,13 +343,6 @@ class LeaderboardQuerySerializer(PeriodQuerySerializer):
     size = serializers.IntegerField(min_value=1, max_value=200, default=50)
 
 
-class BoardRowSerializer(serializers.Serializer):
-    rank = serializers.IntegerField(help_text="Competition rank: ties share it (1, 2, 2, 4).")
-    member = serializers.CharField()
-    display_name = serializers.CharField()
-    points = serializers.IntegerField()
-
-
 class LeaderboardSerializer(serializers.Serializer):
     period = serializers.CharField()
     start = serializers.DateField()
@@ -320,24 +350,6 @@ class LeaderboardSerializer(serializers.Serializer):
     as_of = serializers.DateTimeField(allow_null=True)
     next = serializers.CharField(allow_null=True)
     results = BoardRowSerializer(many=True)
-
-
-class MemberRankSerializer(serializers.Serializer):
-    period = serializers.CharField()
-    start = serializers.DateField()
-    rank = serializers.IntegerField(allow_null=True, help_text="Null when not ranked yet.")
-    points = serializers.IntegerField(help_text="Live points in the period.")
-    ranked_points = serializers.IntegerField(
-        allow_null=True, help_text="Points when the rank snapshot was built."
-    )
-    total = serializers.IntegerField()
-    percentile = serializers.FloatField(
-        allow_null=True, help_text="Share of ranked members at or below this member."
-    )
-    above = BoardRowSerializer(many=True)
-    below = BoardRowSerializer(many=True)
-    as_of = serializers.DateTimeField(allow_null=True)
-    age_seconds = serializers.IntegerField(allow_null=True)
 
 
 class MemberTokenInputSerializer(serializers.Serializer):

@@ -53,6 +53,13 @@ ANCHORS: tuple[str, ...] = (
     "Atomic.__exit__",
     "BaseConnection._start_query",  # psycopg's BEGIN
     "JSONRenderer.render",
+    # rank lookups (GET …/members/{m}/rank)
+    "MemberRankView.get",
+    "member_rank_lookup",
+    "rank_snapshot_ensure",
+    "rank_body",
+    "counter_hit",  # the rate limit's counter (Redis or PostgreSQL)
+    "APIView.initial",  # DRF: authentication, permissions, throttles, negotiation
 )
 
 

@@ -13,6 +13,7 @@ import random
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,8 +83,9 @@ def generate(bench_url: str, members: int) -> dict[str, Any]:
             """,
             [community.pk, month, community.pk],
         )
-        conn.execute("ANALYZE points_member")
-        conn.execute("ANALYZE points_periodtotal")
+        # As autovacuum leaves a table that stopped changing: statistics and visibility map.
+        conn.execute("VACUUM (ANALYZE) points_member")
+        conn.execute("VACUUM (ANALYZE) points_periodtotal")
     generated = time.monotonic() - started
     connections.close_all()
     builds: dict[str, float] = {}
@@ -95,7 +97,7 @@ def generate(bench_url: str, members: int) -> dict[str, Any]:
         rank_snapshot_build(community=community, kind=kind, start=start, force=True)
         builds[kind.value] = time.monotonic() - started
     with psycopg.connect(bench_url, autocommit=True) as conn:
-        conn.execute("ANALYZE points_ranksnapshot")
+        conn.execute("VACUUM (ANALYZE) points_ranksnapshot")
         top = conn.execute(
             """
             SELECT m.external_id, s.member_id, s.rank FROM points_ranksnapshot s
@@ -163,8 +165,9 @@ class Beat:
             raise self.error
 
 
-def _run(clients: int, per_client: int, work: Any) -> list[float]:
-    samples: list[list[float]] = [[] for _ in range(clients)]
+def _timed(clients: int, per_client: int, work: Any) -> list[tuple[int, float]]:
+    """``clients`` threads, each doing steps 0 … ``per_client`` - 1: (step, seconds) each."""
+    samples: list[list[tuple[int, float]]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []
 
     def loop(i: int) -> None:
@@ -173,7 +176,7 @@ def _run(clients: int, per_client: int, work: Any) -> list[float]:
             for n in range(per_client):
                 t0 = time.perf_counter()
                 work.step(state, n)
-                samples[i].append(time.perf_counter() - t0)
+                samples[i].append((n, time.perf_counter() - t0))
             work.stop(state)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             errors.append(exc)
@@ -186,6 +189,18 @@ def _run(clients: int, per_client: int, work: Any) -> list[float]:
     if errors:
         raise errors[0]
     return [s for per in samples for s in per]
+
+
+def _run(clients: int, per_client: int, work: Any) -> list[float]:
+    return [seconds for _n, seconds in _timed(clients, per_client, work)]
+
+
+def _run_split(clients: int, per_client: int, work: Any, ways: int) -> list[list[float]]:
+    """As ``_run``, the samples split by step modulo ``ways`` (which member was asked)."""
+    out: list[list[float]] = [[] for _ in range(ways)]
+    for n, seconds in _timed(clients, per_client, work):
+        out[n % ways].append(seconds)
+    return out
 
 
 class HttpRank:
@@ -215,6 +230,46 @@ class HttpRank:
         conn.close()
 
 
+def load(port: int, key: str, members: list[str], *, clients: int, seconds: float) -> int:
+    """Rank lookups of ``members`` from ``clients`` threads for ``seconds`` (a profiler's
+    load, not a figure); returns how many were answered."""
+    work = HttpRank(port, key, members)
+    deadline = time.monotonic() + seconds
+    done = [0] * clients
+    errors: list[BaseException] = []
+
+    def loop(i: int) -> None:
+        try:
+            conn = work.start(i)
+            while time.monotonic() < deadline:
+                work.step(conn, done[i])
+                done[i] += 1
+            work.stop(conn)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(done)
+
+
+class HttpFloor(HttpRank):
+    """Context, not a figure: ``GET /healthz`` (no database, no auth) through the same server
+    and clients, i.e. what any request costs here before it does any work."""
+
+    def step(self, conn: http.client.HTTPConnection, n: int) -> None:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"/healthz: HTTP {response.status}")
+
+
 class RawRank:
     """The raw baseline: one indexed query for one member's snapshot row."""
 
@@ -239,12 +294,19 @@ class RawRank:
 
 
 def measure(
-    port: int, bench_url: str, *, members: int, clients: int, requests: int
+    port: int,
+    bench_url: str,
+    *,
+    members: int,
+    clients: int,
+    requests: int,
+    profile: Callable[[Callable[[float], int]], None] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, Latencies, Latencies]]]:
     """The generated data's figures, and (name, ours, raw) latency pairs: random members,
     then the member at rank 1 and one at 90% of the board. Each of ours runs between two halves
     of its raw baseline (same members, same clients), so that drift on a noisy machine falls on
-    both sides."""
+    both sides. ``profile``, if given, is handed a function that puts ``seconds`` of random
+    rank lookups on the server (for a sampling profiler), after the figures."""
     data = generate(bench_url, members)
     rng = random.Random(7)
     with psycopg.connect(bench_url) as conn:
@@ -269,13 +331,29 @@ def measure(
         _run(clients, 50, HttpRank(port, data["key"], names))
         _run(clients, 50, RawRank(bench_url, data["community_id"], ids))
         out.append(("random members", *pair("random", names, ids, per_client)))
-        for label, (external_id, member_id, _rank) in (
-            ("the member at rank 1", data["first"]),
-            (
-                f"a member at rank {data['deep'][2]:,} (position {int(members * 0.9):,})",
-                data["deep"],
-            ),
-        ):
-            single = max(per_client // 4, 100)
-            out.append((label, *pair(label, [external_id], [member_id], single)))
+        data["floor"] = Latencies("floor", _run(clients, per_client, HttpFloor(port, "", names)))
+        # Rank 1 and rank ~900,000 asked alternately by every client, so that both see the
+        # same machine (this box is shared and its load moves within seconds).
+        labels = (
+            "the member at rank 1",
+            f"a member at rank {data['deep'][2]:,} (position {int(members * 0.9):,})",
+        )
+        pairs = [data["first"], data["deep"]]
+        both = 2 * max(per_client // 4, 100)
+        raw = RawRank(bench_url, data["community_id"], [p[1] for p in pairs])
+        raw_before = _run_split(clients, both // 2, raw, 2)
+        ours = _run_split(clients, both, HttpRank(port, data["key"], [p[0] for p in pairs]), 2)
+        raw_after = _run_split(clients, both // 2, raw, 2)
+        for k, label in enumerate(labels):
+            out.append(
+                (
+                    label,
+                    Latencies(label, ours[k]),
+                    Latencies(label, raw_before[k] + raw_after[k]),
+                )
+            )
+        if profile is not None:
+            profile(
+                lambda seconds: load(port, data["key"], names, clients=clients, seconds=seconds)
+            )
     return data, out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from bench import database, profiling, ranks, rules_cost
 from bench.load import (
@@ -158,7 +159,7 @@ def main() -> int:
             )
             only = os.environ.get("BENCH_ONLY", "all")
             if only in ("all", "ranks"):
-                _measure_ranks(server.port, bench_url, clients=clients)
+                _measure_ranks(server.port, server.pid, bench_url, clients=clients)
             if only == "ranks":
                 return 0
             _measure(
@@ -223,17 +224,47 @@ def main() -> int:
     return 0
 
 
-def _measure_ranks(port: int, bench_url: str, *, clients: int) -> None:
+def _measure_ranks(port: int, pid: int, bench_url: str, *, clients: int) -> None:
     members = _env_int("BENCH_RANK_MEMBERS", 1_000_000)
     requests = _env_int("BENCH_RANK_REQUESTS", 4000)
+
+    def spy(load: Callable[[float], int]) -> None:
+        """py-spy on the workers under random rank lookups (not part of the figures)."""
+        raw_path = OUT_DIR / "py-spy-rank.txt"
+        proc = profiling.py_spy_start(pid, 5, raw_path)
+        if proc is None:
+            note("py-spy not installed: skipped the sampling profile of rank lookups")
+            return
+        answered = load(6.0)
+        if profiling.py_spy_wait(proc, 20) and raw_path.exists():
+            summary_path = OUT_DIR / "py-spy-rank-top.txt"
+            text = profiling.py_spy_summary(raw_path, summary_path, "rank lookup load")
+            note(
+                f"py-spy (workers under rank lookups, {answered} answered in 6 s): "
+                f"{summary_path.relative_to(ROOT)}"
+            )
+            for row in profiling.top_lines(text, "by layer", 6):
+                note(f"    {row}")
+            for row in profiling.top_lines(text, "steps (inclusive)", 8):
+                note(f"    {row}")
+        else:
+            note(f"py-spy failed; see {raw_path.with_suffix('.log').relative_to(ROOT)}")
+
+    profile = spy if os.environ.get("BENCH_PYSPY", "1") == "1" else None
     data, results = ranks.measure(
-        port, bench_url, members=members, clients=clients, requests=requests
+        port, bench_url, members=members, clients=clients, requests=requests, profile=profile
     )
     note(
         f"rank data: {members:,} members with all-time and this month's totals generated in "
         f"{data['generated_s']:.1f} s; all-time snapshot (one rank() over all of them) built in "
         f"{data['snapshot_s']:.1f} s, this month's ({data['month_ranked']:,} ranked) in "
         f"{data['month_snapshot_s']:.1f} s"
+    )
+    floor = data["floor"]
+    note(
+        f"context: plain Django view GET /healthz (no database, no auth) over HTTP, same server "
+        f"and clients: {len(floor.samples)} requests p50 {floor.p50:.2f} ms p99 "
+        f"{floor.p(0.99):.2f} ms"
     )
     for name, ours, raw in results:
         note(
@@ -252,6 +283,15 @@ def _measure_ranks(port: int, bench_url: str, *, clients: int) -> None:
             f"rank lookup p50, {name}, over HTTP vs one indexed query p50 (lower is better)",
             ours.p50,
             raw.p50,
+            "ms",
+        )
+    first, deep = results[1][1], results[2][1]
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        figure(
+            f"rank lookup {label} over HTTP, {results[2][0]} vs the member at rank 1 (asked "
+            f"alternately by the same clients; target ≈ 1: cost independent of position)",
+            deep.p(q) if q != 0.5 else deep.p50,
+            first.p(q) if q != 0.5 else first.p50,
             "ms",
         )
 
