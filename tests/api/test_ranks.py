@@ -264,3 +264,155 @@ def test_the_token_endpoint_needs_members_read_and_caps_the_lifetime(
     expires = dt.datetime.fromisoformat(issued.json()["expires_at"])
     assert dt.timedelta(minutes=59) < expires - dt.datetime.now(tz=dt.UTC) <= dt.timedelta(hours=1)
     assert _as_member(issued.json()["token"]).get(f"{API}/members/ann").status_code == 200
+
+
+# --- the rank endpoint ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("period=year", "period"),
+        ("period=", "period"),
+        ("period=month&month=2026-13", "month"),
+        ("period=month&month=202610", "month"),
+        ("period=month&month=", "month"),
+    ],
+)
+def test_bad_rank_queries_are_400_naming_the_field(
+    community: Community, client_for: APIClient, query: str, field: str
+) -> None:
+    _shares(community, "ann", 1)
+    response = client_for.get(f"{API}/members/ann/rank?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+def test_the_rank_of_an_unknown_member_is_a_404_problem(client_for: APIClient) -> None:
+    response = client_for.get(f"{API}/members/nobody/rank?period=all_time")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "member_not_found"
+
+
+def test_a_past_month_rank_counts_only_that_local_month(
+    community: Community, client_for: APIClient
+) -> None:
+    _shares(community, "late", 1, dt.datetime(2026, 10, 31, 23, 59, tzinfo=SH))
+    _shares(community, "early", 2, dt.datetime(2026, 11, 1, 0, 1, tzinfo=SH))
+
+    october = client_for.get(f"{API}/members/late/rank?period=month&month=2026-10").json()
+    assert (october["period"], october["rank"], october["points"], october["total"]) == (
+        "2026-10",
+        1,
+        5,
+        1,
+    )
+    absent = client_for.get(f"{API}/members/early/rank?period=month&month=2026-10").json()
+    assert (absent["rank"], absent["points"], absent["percentile"]) == (None, 0, None)
+
+
+def test_a_snapshot_older_than_a_minute_is_rebuilt_on_read(
+    community: Community, client_for: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.celery import app
+    from points import services
+    from points.models import RankBuild
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setattr(services, "_rebuild_queued_at", {})
+    _shares(community, "ann", 2)
+    _shares(community, "bob", 1)
+    assert client_for.get(f"{API}/members/bob/rank").json()["rank"] == 2
+    _shares(community, "bob", 2, dt.datetime.now(tz=SH))
+    RankBuild.objects.update(built_at=dt.datetime.now(tz=dt.UTC) - dt.timedelta(seconds=75))
+
+    stale = client_for.get(f"{API}/members/bob/rank").json()
+    # served from the snapshot there, its age said, the live points beside it
+    assert (stale["rank"], stale["ranked_points"], stale["points"]) == (2, 5, 15)
+    assert 75 <= stale["age_seconds"] <= 80
+    fresh = client_for.get(f"{API}/members/bob/rank").json()
+    assert (fresh["rank"], fresh["ranked_points"], fresh["points"]) == (1, 15, 15)
+    assert fresh["age_seconds"] <= 5
+
+
+# --- member tokens: expiry and tampering --------------------------------------------------------
+
+
+class _Clock:
+    """Stands in for ``django.utils.timezone`` inside ``points.services``: the token is issued
+    as if ``ago`` seconds ago."""
+
+    def __init__(self, ago: float) -> None:
+        self.ago = ago
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(tz=dt.UTC) - dt.timedelta(seconds=self.ago)
+
+
+@pytest.mark.parametrize(("issued_ago", "expected"), [(55, 200), (65, 401)])
+def test_a_member_token_works_until_it_expires(
+    two_members: tuple[Member, Member],
+    monkeypatch: pytest.MonkeyPatch,
+    issued_ago: int,
+    expected: int,
+) -> None:
+    from points import services
+
+    ann, _bob = two_members
+    monkeypatch.setattr(services, "timezone", _Clock(issued_ago))
+    token, expires_at = member_token_issue(member=ann, ttl=dt.timedelta(seconds=60))
+    monkeypatch.undo()
+
+    assert expires_at - dt.datetime.now(tz=dt.UTC) < dt.timedelta(seconds=5)
+    response = _as_member(token).get(f"{API}/members/ann/rank")
+    assert response.status_code == expected
+    if expected == 401:
+        assert response["Content-Type"] == "application/problem+json"
+        assert response.json()["code"] == "invalid_member_token"
+        assert APIClient().get(f"/m/{token}/").status_code == 403
+
+
+def _with_payload(token: str, **changes: int) -> str:
+    """The token with its payload changed and its signature kept."""
+    import base64
+    import json
+
+    payload, timestamp, signature = token.split(":")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.update(changes)
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{forged}:{timestamp}:{signature}"
+
+
+def test_a_token_whose_member_or_expiry_was_changed_is_401(
+    two_members: tuple[Member, Member],
+) -> None:
+    ann, bob = two_members
+    token, _exp = member_token_issue(member=ann)
+    assert _as_member(token).get(f"{API}/members/ann").status_code == 200
+
+    for forged in (_with_payload(token, m=bob.pk), _with_payload(token, exp=4_000_000_000)):
+        assert forged != token
+        for path in ("members/bob", "members/ann", "leaderboard"):
+            response = _as_member(forged).get(f"{API}/{path}")
+            assert response.status_code == 401, (path, forged)
+            assert response.json()["code"] == "invalid_member_token"
+
+
+def test_a_member_token_reads_its_own_ranks_of_every_period_and_no_one_elses(
+    two_members: tuple[Member, Member],
+) -> None:
+    ann, _bob = two_members
+    client = _as_member(member_token_issue(member=ann)[0])
+    for query in ("period=all_time", "period=month", "period=week", "period=month&month=2026-10"):
+        assert client.get(f"{API}/members/ann/rank?{query}").status_code == 200, query
+        assert client.get(f"{API}/leaderboard?{query}").status_code == 200, query
+        other = client.get(f"{API}/members/bob/rank?{query}")
+        assert other.status_code == 404, query
+        assert other["Content-Type"] == "application/problem+json"
+    # an unknown member looks the same as another member: nothing to learn by probing
+    assert client.get(f"{API}/members/nobody/rank").json()["code"] == "not_found"
+    assert client.get(f"{API}/members/bob/rank").json()["code"] == "not_found"
