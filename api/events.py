@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from api import schema
 from api.serializers import StrictCharField
-from points.corrections import event_reverse
+from points.corrections import event_reverse_once
 from points.exceptions import EventNotFound
 from points.models import Community, Event, LedgerEntry, Scope
 
@@ -165,14 +165,11 @@ class EventReverseView(APIView):
     def post(self, request: Request, community: str, event_id: str) -> Response:
         body = ReverseInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        reversed_before = Event.objects.filter(
-            community=_community(request), client_id=event_id, reversed_at__isnull=False
-        ).exists()
-        result = event_reverse(
+        result, created = event_reverse_once(
             community=_community(request),
             client_id=event_id,
             reason=body.validated_data.get("reason", ""),
             actor=_actor(request),
         )
-        code = status.HTTP_200_OK if reversed_before else status.HTTP_201_CREATED
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(result, status=code)

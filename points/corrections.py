@@ -54,29 +54,45 @@ def event_reverse(
     actor: str = "",
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Reverse an event: take back what it awarded, re-score its day, re-derive bonuses.
+    """Reverse an event (see ``event_reverse_once``); returns the reversal's result."""
+    return event_reverse_once(
+        community=community, client_id=client_id, reason=reason, actor=actor, now=now
+    )[0]
 
-    Idempotent: a second call returns the first reversal's result and writes nothing.
-    Locks: the event row, then every member it paid, in ``external_id`` order (the order
-    ingestion locks members in).
+
+def event_reverse_once(
+    *,
+    community: Community,
+    client_id: str,
+    reason: str = "",
+    actor: str = "",
+    now: dt.datetime | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Reverse an event: take back what it awarded, re-score its day, re-derive bonuses.
+    Returns (result, whether this call reversed it).
+
+    Idempotent: a later call returns the first reversal's result and writes nothing.
+    Locks: the event row ``FOR NO KEY UPDATE`` (so the foreign-key checks of entries that other
+    reversals write for this event's day do not wait on it), then every member it paid, in
+    ``external_id`` order (the order ingestion locks members in).
     """
     now = now or timezone.now()
     with transaction.atomic():
         event = (
-            Event.objects.select_for_update()
+            Event.objects.select_for_update(no_key=True)
             .filter(community=community, client_id=client_id)
             .first()
         )
         if event is None:
             raise EventNotFound(f"No event '{client_id}' in this community.")
         if event.reversed_at is not None and event.reversal is not None:
-            return dict(event.reversal)
+            return dict(event.reversal), False
         paid_ids = set(LedgerEntry.objects.filter(event=event).values_list("member_id", flat=True))
         if event.beneficiary_id is not None:
             paid_ids.add(event.beneficiary_id)
         locked = {
             m.pk: m
-            for m in Member.objects.select_for_update()
+            for m in Member.objects.select_for_update(no_key=True)
             .filter(pk__in=paid_ids)
             .order_by(Collate("external_id", "C"))
         }
@@ -134,7 +150,7 @@ def event_reverse(
         event.reversal = result
         event.save(update_fields=["reversal"])
         outbox.publish(community, [("event.reversed", result)])
-        return result
+        return result, True
 
 
 def _main_award(event: Event, member: Member) -> dict[str, Any] | None:
@@ -252,7 +268,7 @@ def bonuses_rederive(
     stand (rules in force now decide the type, length and bonus). The member row must be
     locked by the caller's transaction; returns the changes posted."""
     now = now or timezone.now()
-    member = Member.objects.select_for_update().get(pk=member_id)
+    member = Member.objects.select_for_update(no_key=True).get(pk=member_id)
     rules = rules_in_force(community, now).rules
     changes: list[dict[str, Any]] = []
     streak, quota = rules.streak, rules.monthly_quota

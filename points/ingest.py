@@ -514,7 +514,7 @@ class _Batch:
                     FROM points_member m
                     WHERE m.community_id = %s AND m.external_id = ANY(%s)
                     ORDER BY m.external_id COLLATE "C"
-                    FOR UPDATE OF m
+                    FOR NO KEY UPDATE OF m
                     """,
                     [self.community.pk, self.community.pk, ordered],
                 ),

@@ -28,8 +28,13 @@ from points.timeutils import month_start, week_start
 
 
 def member_lock(*, member_id: int) -> Member:
-    """Lock and return one member row (the lock that serialises all of a member's entries)."""
-    return Member.objects.select_for_update().get(pk=member_id)
+    """Lock and return one member row (the lock that serialises all of a member's entries).
+
+    ``FOR NO KEY UPDATE``, as everywhere a member is locked: it serialises writers of the row
+    but not the foreign-key checks (``KEY SHARE``) that other transactions' inserts make at
+    COMMIT (Django's foreign keys are deferred), which would otherwise wait outside our lock
+    order and deadlock."""
+    return Member.objects.select_for_update(no_key=True).get(pk=member_id)
 
 
 @dataclass(frozen=True)

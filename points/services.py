@@ -57,7 +57,7 @@ def rule_set_publish(
 ) -> RuleSet:
     """Add a new immutable rule set version. Locks the community row to number versions."""
     parse_rules(rules)
-    locked = Community.objects.select_for_update().get(pk=community.pk)
+    locked = Community.objects.select_for_update(no_key=True).get(pk=community.pk)
     last = RuleSet.objects.filter(community=locked).order_by("-version").first()
     version = (last.version if last else 0) + 1
     rule_set = RuleSet.objects.create(
