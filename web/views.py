@@ -82,8 +82,12 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
     ranks = {}
     for kind in (PeriodKind.MONTH, PeriodKind.ALL_TIME):
         period = period_resolve(community, kind)
-        rank_snapshot_ensure(community=community, kind=period.kind, start=period.start)
-        ranks[kind.value] = member_rank(community, member, period)
+        rank = member_rank(community, member, period)
+        if rank_snapshot_ensure(
+            community=community, kind=period.kind, start=period.start, built_at=rank.built_at
+        ):
+            rank = member_rank(community, member, period)  # the period's first snapshot
+        ranks[kind.value] = rank
     month = ranks[PeriodKind.MONTH.value].period
     board: list[BoardRow] = leaderboard_page(community, month, 0, BOARD_SIZE)
     mine = ranks[PeriodKind.MONTH.value]
