@@ -165,29 +165,38 @@ class Beat:
             raise self.error
 
 
-def _timed(clients: int, per_client: int, work: Any) -> list[tuple[int, float]]:
-    """``clients`` threads, each doing steps 0 … ``per_client`` - 1: (step, seconds) each."""
-    samples: list[list[tuple[int, float]]] = [[] for _ in range(clients)]
+def _in_threads(clients: int, body: Callable[[int], None]) -> None:
+    """``body(i)`` in ``clients`` threads at once; the first error is raised here."""
     errors: list[BaseException] = []
 
-    def loop(i: int) -> None:
+    def run(i: int) -> None:
         try:
-            state = work.start(i)
-            for n in range(per_client):
-                t0 = time.perf_counter()
-                work.step(state, n)
-                samples[i].append((n, time.perf_counter() - t0))
-            work.stop(state)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            body(i)
+        except BaseException as exc:  # noqa: BLE001 - raised below
             errors.append(exc)
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
+
+
+def _timed(clients: int, per_client: int, work: Any) -> list[tuple[int, float]]:
+    """``clients`` threads, each doing steps 0 … ``per_client`` - 1: (step, seconds) each."""
+    samples: list[list[tuple[int, float]]] = [[] for _ in range(clients)]
+
+    def loop(i: int) -> None:
+        state = work.start(i)
+        for n in range(per_client):
+            t0 = time.perf_counter()
+            work.step(state, n)
+            samples[i].append((n, time.perf_counter() - t0))
+        work.stop(state)
+
+    _in_threads(clients, loop)
     return [s for per in samples for s in per]
 
 
@@ -236,25 +245,15 @@ def load(port: int, key: str, members: list[str], *, clients: int, seconds: floa
     work = HttpRank(port, key, members)
     deadline = time.monotonic() + seconds
     done = [0] * clients
-    errors: list[BaseException] = []
 
     def loop(i: int) -> None:
-        try:
-            conn = work.start(i)
-            while time.monotonic() < deadline:
-                work.step(conn, done[i])
-                done[i] += 1
-            work.stop(conn)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            errors.append(exc)
+        conn = work.start(i)
+        while time.monotonic() < deadline:
+            work.step(conn, done[i])
+            done[i] += 1
+        work.stop(conn)
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    _in_threads(clients, loop)
     return sum(done)
 
 

@@ -306,32 +306,34 @@ def _age_snapshot(community: Community, seconds: float) -> None:
     )
 
 
-def test_a_read_rebuilds_a_snapshot_older_than_a_minute(
-    community: Community, eager_celery: None
+@pytest.mark.parametrize(
+    ("age", "board", "rebuilt"),
+    [
+        (61, [("bob", 1, 2), ("ann", 2, 1)], True),  # older than a minute: rebuilt
+        (50, [("ann", 1, 1)], False),  # younger: served as it is (beat refreshes it)
+    ],
+)
+def test_a_read_rebuilds_a_snapshot_only_once_it_is_older_than_a_minute(
+    community: Community,
+    eager_celery: None,
+    age: int,
+    board: list[tuple[str, int, int]],
+    rebuilt: bool,
 ) -> None:
     _post(community, "ann", 1)
     _build(community)
     _post(community, "bob", 2)
-    _age_snapshot(community, 61)
+    RankBuild.objects.filter(community=community).update(
+        built_at=dt.datetime.now(tz=dt.UTC) - dt.timedelta(seconds=age)
+    )
 
-    # the read is served from the snapshot there and queues a rebuild
+    # the read is served from the snapshot there (False: nothing built for this read)
     assert not rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
-    assert _board(community) == [("bob", 1, 2), ("ann", 2, 1)]
-    info = snapshot_info(community, ALL_TIME)
-    assert info.built_at is not None
-    assert dt.datetime.now(tz=dt.UTC) - info.built_at < dt.timedelta(seconds=5)
-
-
-def test_a_snapshot_younger_than_a_minute_is_served_as_it_is(
-    community: Community, eager_celery: None
-) -> None:
-    _post(community, "ann", 1)
-    _build(community)
-    _post(community, "bob", 2)
-    _age_snapshot(community, 50)
-
-    assert not rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
-    assert _board(community) == [("ann", 1, 1)]
+    assert _board(community) == board
+    built_at = snapshot_info(community, ALL_TIME).built_at
+    assert built_at is not None
+    fresh = dt.datetime.now(tz=dt.UTC) - built_at < dt.timedelta(seconds=5)
+    assert fresh is rebuilt
 
 
 def test_the_first_read_of_a_period_builds_its_snapshot(community: Community) -> None:
