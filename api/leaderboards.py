@@ -151,8 +151,10 @@ class LeaderboardView(APIView):
         summary="Ranked members of a period",
         description=(
             "Competition ranking (ties share a rank; display order breaks ties by member). "
-            "Periods are in the community's time zone. Ranks come from a snapshot rebuilt "
-            "within 30 s of a change; `as_of` says when. Members who left are not ranked."
+            "Periods are in the community's time zone; `month=YYYY-MM` reads a past month. "
+            "Ranks come from a snapshot that a job rebuilds every 30 s when the period changed "
+            "(a read of one older than a minute queues a rebuild); `as_of` says when it was "
+            "built. Members who left are not ranked."
         ),
         parameters=[LeaderboardQuerySerializer],
         responses={
@@ -220,6 +222,13 @@ class MemberRankView(APIView):
     @extend_schema(
         operation_id="members_rank",
         summary="A member's rank, points, percentile and neighbours",
+        description=(
+            "`rank`, `total`, `percentile` and the neighbours (`above`, `below`: up to 3 "
+            "members each side in display order) come from the period's rank snapshot, "
+            "`as_of` / `age_seconds` say how old it is; `points` are the member's live points "
+            "in the period, `ranked_points` those the snapshot ranked. `rank` is null for a "
+            "member with no points in the period or who left."
+        ),
         parameters=PERIOD_PARAMS,
         responses={
             200: MemberRankSerializer,
