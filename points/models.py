@@ -388,10 +388,20 @@ class RankSnapshot(models.Model):
     when the period changed, so a rank lookup is one index probe whatever the member's rank.
     """
 
-    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    # Derived data, rebuilt whole: no foreign-key constraints (their checks at COMMIT were most
+    # of a million-row rebuild) and no index beyond the two unique ones.
+    community = models.ForeignKey(
+        Community,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
     kind = models.CharField(max_length=16, choices=PeriodKind.choices)
     start = models.DateField()
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(
+        Member, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
     rank = models.IntegerField()
     position = models.IntegerField()
     points = models.BigIntegerField()

@@ -170,6 +170,9 @@ def rank_snapshot_build(
             # Nothing changed: the snapshot is current as of now.
             RankBuild.objects.filter(pk=build.pk).update(built_at=timezone.now())
             return False
+        as_of = (
+            timezone.now()
+        )  # the totals are read from here on: the snapshot's age counts from it
         cursor.execute(
             "DELETE FROM points_ranksnapshot WHERE community_id = %s AND kind = %s AND start = %s",
             [community.pk, kind, start],
@@ -193,7 +196,7 @@ def rank_snapshot_build(
             kind=kind,
             start=start,
             defaults={
-                "built_at": timezone.now(),
+                "built_at": as_of,
                 "ledger_high_water": high_water,
                 "ranked": ranked,
             },
