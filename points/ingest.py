@@ -1103,4 +1103,13 @@ def _period_statements(
                 [ids, [status_changed[i] for i in ids]],
             )
         )
+        # A leave or a re-join changes who is ranked without a ledger entry: mark the
+        # community's snapshots stale so the next refresh rebuilds them.
+        statements.append(
+            (
+                "UPDATE points_rankbuild SET ledger_high_water = -1 "
+                "WHERE community_id = %s AND ledger_high_water <> -1",
+                [community_id],
+            )
+        )
     return statements
