@@ -184,3 +184,25 @@ def test_delivery_time_is_recorded(community: Community, receiver: Receiver) -> 
     delivery = Delivery.objects.get()
     assert delivery.delivered_at is not None
     assert delivery.delivered_at <= timezone.now() + dt.timedelta(seconds=1)
+
+
+def test_create_webhook_prints_the_secret_once_and_stores_it_encrypted(
+    community: Community,
+) -> None:
+    from io import StringIO
+
+    out = StringIO()
+    call_command(
+        "create_webhook",
+        "acme",
+        "https://receiver.example/hook",
+        "--topics",
+        "event.reversed",
+        stdout=out,
+    )
+    secret = out.getvalue().strip().splitlines()[-1]
+    endpoint = WebhookEndpoint.objects.get()
+    assert secret.startswith("whsec_")
+    assert (endpoint.url, endpoint.topics) == ("https://receiver.example/hook", ["event.reversed"])
+    assert secret not in endpoint.secret_encrypted
+    assert secret_decrypt(endpoint.secret_encrypted) == secret
