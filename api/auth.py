@@ -167,3 +167,13 @@ def _member_grant_allows(grant: MemberGrant, view: Any) -> bool:
     if access == "self" and view.kwargs.get("member") != grant.member.external_id:
         raise exceptions.NotFound("No such member for this token.")
     return True
+
+
+def request_community(request: Request) -> Any:
+    """The community of the authenticated caller (API key or member token)."""
+    return request.auth.community  # type: ignore[union-attr]
+
+
+def request_actor(request: Request) -> str:
+    """Who an API key's write is recorded as: ``key:<prefix>``."""
+    return f"key:{request.auth.prefix}"  # type: ignore[union-attr]

@@ -11,18 +11,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.auth import request_actor as _actor
+from api.auth import request_community as _community
 from api.serializers import StrictCharField
 from points.corrections import event_reverse_once
 from points.exceptions import EventNotFound
-from points.models import Community, Event, LedgerEntry, Scope
-
-
-def _community(request: Request) -> Community:
-    return request.auth.community  # type: ignore[union-attr]
-
-
-def _actor(request: Request) -> str:
-    return f"key:{request.auth.prefix}"  # type: ignore[union-attr]
+from points.models import Event, LedgerEntry, Scope
 
 
 class EventEntrySerializer(serializers.Serializer):

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.auth import request_community as _community
 from api.serializers import (
     LeaderboardQuerySerializer,
     LeaderboardSerializer,
@@ -47,10 +48,6 @@ _PERIOD_QUERY = PeriodQuerySerializer()
 _BOARD_QUERY = LeaderboardQuerySerializer()
 _DATETIME = serializers.DateTimeField()
 _DATE = serializers.DateField()
-
-
-def _community(request: Request) -> Community:
-    return request.auth.community  # type: ignore[union-attr]
 
 
 def _query(validator: serializers.Serializer, request: Request) -> dict[str, Any]:

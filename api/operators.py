@@ -13,6 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.auth import request_actor as _actor
+from api.auth import request_community as _community
 from api.serializers import StrictCharField, StrictRegexField
 from points.adjustments import AdjustmentInput, adjustment_create, audit_record
 from points.exceptions import FieldError, RulesInvalid, ValidationFailed
@@ -20,14 +22,6 @@ from points.models import Community, RuleSet, Scope
 from points.rules import parse_rules
 from points.selectors import rules_in_force
 from points.services import rule_set_publish
-
-
-def _community(request: Request) -> Community:
-    return request.auth.community  # type: ignore[union-attr]
-
-
-def _actor(request: Request) -> str:
-    return f"key:{request.auth.prefix}"  # type: ignore[union-attr]
 
 
 class AdjustmentInputSerializer(serializers.Serializer):

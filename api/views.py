@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api import schema
+from api.auth import request_community as _community
 from api.errors import field_errors, flatten_errors, problem, problem_response
 from api.pagination import LedgerCursorPagination
 from api.serializers import (
@@ -25,13 +26,9 @@ from api.serializers import (
     MemberOutputSerializer,
 )
 from config.observability import record_ingest
-from points.models import Community, LedgerEntry, Scope
+from points.models import LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import EventInput, IngestOutcome, IngestStatus, events_ingest
-
-
-def _community(request: Request) -> Community:
-    return request.auth.community  # type: ignore[union-attr]
 
 
 def _outcome_response(outcome: IngestOutcome) -> Response:

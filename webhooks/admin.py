@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from points.admin import ReadOnlyAdmin
 from webhooks.models import Delivery, DeliveryStatus, OutboxMessage, WebhookEndpoint
 
 
@@ -33,25 +34,14 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         messages.warning(request, f"Signing secret (shown once, copy it now): {secret}")
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnly):
+class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "community", "topic", "created_at"]
     list_filter = ["community", "topic"]
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnly):
+class DeliveryAdmin(ReadOnlyAdmin):
     list_display = ["message", "endpoint", "status", "attempts", "next_attempt_at", "last_error"]
     list_filter = ["status"]
     actions = ["retry"]
