@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -87,7 +88,7 @@ def test_error_response_is_problem_json_with_type_title_status_detail_code(
     assert {"type", "title", "status", "detail", "code"} <= set(body)
     assert body["status"] == status
     assert body["code"] == code
-    assert body["type"] == f"https://docs.incentives.example/problems/{code}"
+    assert body["type"] == f"/api/errors/#{code}"
     assert isinstance(body["title"], str)
     assert body["title"]
     assert isinstance(body["detail"], str)
@@ -165,3 +166,109 @@ def test_unhandled_exception_in_a_view_is_a_500_problem(client_for, monkeypatch)
     body = json.loads(response.content)
     assert body["code"] == "server_error"
     assert "boom" not in response.content.decode()
+
+
+CJK = re.compile(r"[\u3400-\u9fff]")
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|“[^”]*”|`[^`]*`")
+ENGLISH_WORD = re.compile(r"\b(the|is|are|not|must|this|no|invalid|required|only)\b", re.I)
+
+
+def _texts(body: dict[str, Any]) -> list[str]:
+    return [body["title"], body["detail"], *(e["message"] for e in body.get("errors", []))]
+
+
+@pytest.mark.parametrize("accept_language", [None, "en-GB,en;q=0.9", "fr-FR"])
+@pytest.mark.parametrize(
+    ("scopes", "call", "status", "code"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_error_is_english_throughout_unless_chinese_is_asked_for(
+    community, make_client, scopes, call, status, code, accept_language
+):
+    client = APIClient() if scopes is None else make_client(community, scopes)
+    if accept_language:
+        client.defaults["HTTP_ACCEPT_LANGUAGE"] = accept_language
+
+    body = json.loads(call(client).content)
+
+    for text in _texts(body):
+        assert not CJK.search(QUOTED.sub("", text)), body
+        assert "{" not in text, body
+
+
+@pytest.mark.parametrize(
+    ("scopes", "call", "status", "code"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_error_is_chinese_throughout_when_accept_language_prefers_it(
+    community, make_client, scopes, call, status, code
+):
+    client = APIClient() if scopes is None else make_client(community, scopes)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9,en;q=0.5"
+    Member.objects.get_or_create(community=community, external_id="alice",
+                                 defaults={"joined_at": community.created_at})  # fmt: skip
+
+    response = call(client)
+
+    assert response.status_code == status
+    body = json.loads(response.content)
+    assert body["code"] == code  # codes and field paths stay as they are, for bots
+    for text in _texts(body):
+        assert CJK.search(text), body
+        assert not ENGLISH_WORD.search(QUOTED.sub("", text)), body
+
+
+def test_untranslated_service_message_falls_back_to_a_chinese_one():
+    from django.utils import translation
+
+    from api.errors import field_errors, problem
+    from points.exceptions import FieldError
+
+    with translation.override("zh-hans"):
+        body = problem(
+            400,
+            "some_new_code",
+            "A title nobody translated",
+            "A detail nobody translated.",
+            field_errors([FieldError("x", "invalid", "a message nobody translated")]),
+        )
+
+    assert body["title"] == "错误的请求"
+    assert body["detail"] == "错误的请求"
+    assert body["errors"][0]["message"] == "该值无效。"
+
+
+def test_405_and_415_titles_name_the_method_and_the_media_type(client_for):
+    not_allowed = client_for.delete(f"{BASE}/events").json()
+    unsupported = client_for.post(f"{BASE}/events", data="x", content_type="text/plain").json()
+
+    assert not_allowed["title"] == "Method DELETE not allowed"
+    assert unsupported["title"] == "Unsupported media type text/plain"
+
+
+def test_integer_past_the_digit_limit_is_called_a_number_too_large(community, make_client):
+    client = make_client(community, ["admin"])
+    body = '{"member": "alice", "reason": "x", "points": ' + "9" * 5000 + "}"
+
+    response = client.post(f"{BASE}/adjustments", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    problem_body = response.json()
+    assert problem_body["code"] == "number_too_large"
+    assert problem_body["title"] == "Number too large"
+    assert problem_body["detail"] == "A number in the body has more than 4,300 digits."
+
+
+def test_out_of_range_integer_field_says_the_bound(community, make_client):
+    client = make_client(community, ["admin"])
+
+    response = client.post(
+        f"{BASE}/adjustments", {"member": "alice", "points": 10**30, "reason": "x"}, format="json"
+    )
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "points"
+    assert error["message"] == "Ensure this value is less than or equal to 1000000."
