@@ -42,6 +42,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "points.tasks.points_expire_all",
         "schedule": crontab(hour=16, minute=5),  # 00:05 in Asia/Shanghai
     },
+    # Incentive jobs: hourly fan-outs, each fenced per community and local day (tiers, KOC) or
+    # local month (honor rolls), so every community runs soon after its own midnight.
+    "incentives-tiers": {
+        "task": "incentives.tasks.tiers_evaluate_all",
+        "schedule": crontab(minute=7),
+    },
+    "incentives-koc": {
+        "task": "incentives.tasks.koc_detect_all",
+        "schedule": crontab(minute=17),
+    },
+    "incentives-honor-rolls": {
+        "task": "incentives.tasks.honor_rolls_publish_all",
+        "schedule": crontab(minute=27),
+    },
     "ledger-reconcile-nightly": {
         "task": "points.tasks.ledger_reconcile_all",
         "schedule": crontab(hour=3, minute=17),
