@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.utils.functional import Promise
-from django.utils.translation import get_language, gettext
+from django.utils.translation import get_language, gettext, gettext_lazy
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -415,3 +416,24 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Json
     if isinstance(exception, RequestDataTooBig):
         return _json_problem(problem(413, "payload_too_large", _("Request body too large")))
     return _json_problem(problem(400, "bad_request", _("Bad request")))
+
+
+def _documented_codes() -> list[ErrorCode]:
+    """``ERROR_CODES`` and every domain error class not listed there (documented from the
+    class itself, so that a new ``DomainError`` is on the page the day it is written)."""
+    codes = list(ERROR_CODES)
+    known = {entry.code for entry in codes}
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.code not in known:
+            known.add(cls.code)
+            title = gettext_lazy(cls.title)
+            codes.append(ErrorCode(cls.code, cls.status, title, title))
+    return codes
+
+
+def error_codes_page(request: HttpRequest) -> HttpResponse:
+    """The page every problem ``type`` points at: one anchored entry per code."""
+    return render(request, "web/error_codes.html", {"codes": _documented_codes()})
