@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
@@ -16,10 +15,9 @@ from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
 from api.serializers import StrictCharField, StrictRegexField
-from points.adjustments import AdjustmentInput, adjustment_create, audit_record
-from points.exceptions import FieldError, RulesInvalid, ValidationFailed
+from points.adjustments import AdjustmentInput, adjustment_create
+from points.exceptions import FieldError, RulesInvalid
 from points.models import Community, RuleSet, Scope
-from points.rules import parse_rules
 from points.selectors import rules_in_force
 from points.services import rule_set_publish
 
@@ -115,9 +113,17 @@ class AdjustmentView(APIView):
 class RulesInputSerializer(serializers.Serializer):
     rules = serializers.DictField(help_text="The whole rule set document (docs/rules.md).")
     effective_from = serializers.DateTimeField(
-        required=False, help_text="When it takes effect (default: now); not before the latest."
+        required=False,
+        help_text="When it takes effect (default: now): not before the latest version's, and at "
+        "most 366 days ahead.",
     )
     note = StrictCharField(max_length=500, required=False, allow_blank=True)
+    confirm_zero = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Required (true) to publish a rule set under which no event type scores "
+        "points: without it such a rule set is refused (`pays_nothing`).",
+    )
 
 
 class RuleVersionSerializer(serializers.Serializer):
@@ -194,7 +200,9 @@ class RulesView(APIView):
         tags=["operators"],
     )
     def get(self, request: Request, community: str) -> Response:
-        current = rules_in_force(_community(request), timezone.now())
+        # fresh: this process's community row may predate a version published by another
+        # process; an operator who publishes and reads back must see what they published.
+        current = rules_in_force(_community(request), timezone.now(), fresh=True)
         body = _rules_body(_community(request), current.version)
         return Response(RulesOutputSerializer(body).data)
 
@@ -222,7 +230,13 @@ class RulesView(APIView):
                 400,
                 "invalid_rules",
                 "The rule set is invalid",
-                [{"field": "daily_caps.shares", "code": "unknown_event_type", "message": "…"}],
+                [
+                    {
+                        "field": "rules.daily_caps.shares",
+                        "code": "unknown_event_type",
+                        "message": "…",
+                    }
+                ],
             ),
         ],
         tags=["operators"],
@@ -232,39 +246,18 @@ class RulesView(APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         found = _community(request)
-        effective_from = data.get("effective_from") or timezone.now()
         try:
-            parse_rules(data["rules"])
+            rule_set = rule_set_publish(
+                community=found,
+                rules=data["rules"],
+                effective_from=data.get("effective_from"),
+                note=data.get("note", ""),
+                actor=_actor(request),
+                confirm_zero=data["confirm_zero"],
+            )
         except RulesInvalid as exc:
             raise RulesInvalid(
                 [FieldError(f"rules.{e.field}", e.code, e.message) for e in exc.errors]
             ) from exc
-        with transaction.atomic():
-            latest = RuleSet.objects.filter(community=found).order_by("-version").first()
-            if latest is not None and effective_from < latest.effective_from:
-                raise ValidationFailed(
-                    "Versions take effect in order.",
-                    [
-                        FieldError(
-                            "effective_from",
-                            "before_latest_version",
-                            f"must not be before {latest.effective_from.isoformat()} "
-                            f"(version {latest.version})",
-                        )
-                    ],
-                )
-            rule_set = rule_set_publish(
-                community=found,
-                rules=data["rules"],
-                effective_from=effective_from,
-                note=data.get("note", ""),
-            )
-            audit_record(
-                community=found,
-                actor=_actor(request),
-                action="rules.publish",
-                target=f"v{rule_set.version}",
-                data={"version": rule_set.version, "effective_from": effective_from.isoformat()},
-            )
         body_out = _rules_body(found, rule_set.version)
         return Response(RulesOutputSerializer(body_out).data, status=status.HTTP_201_CREATED)

@@ -9,13 +9,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from points.adjustments import adjustments_bulk_import, adjustments_parse_csv, audit_record
+from points.adjustments import adjustments_bulk_import, adjustments_parse_csv
 from points.exceptions import DomainError, FieldError, RulesInvalid
 from points.models import (
     AuditLog,
@@ -27,7 +27,7 @@ from points.models import (
     RuleSet,
 )
 from points.rules import parse_rules
-from points.services import rule_set_publish
+from points.services import rule_set_policy_errors, rule_set_publish
 
 
 class AdjustmentImportForm(forms.Form):
@@ -40,7 +40,15 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
 
 class RuleSetForm(forms.ModelForm):
-    """A new version: the document is validated by the rule engine's parser."""
+    """A new version: the document is validated by the rule engine's parser and the
+    publishing policy (``rule_set_policy_errors``) is shown as form errors; the service checks
+    the policy again under its lock when the version is saved."""
+
+    confirm_zero = forms.BooleanField(
+        required=False,
+        label="Publish even if no event type scores points",
+        help_text="A rule set in which every points value is 0 stops every member earning.",
+    )
 
     class Meta:
         model = RuleSet
@@ -57,14 +65,18 @@ class RuleSetForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         community, effective_from = data.get("community"), data.get("effective_from")
-        if community is not None and effective_from is not None:
-            latest = RuleSet.objects.filter(community=community).order_by("-version").first()
-            if latest is not None and effective_from < latest.effective_from:
-                self.add_error(
-                    "effective_from",
-                    f"must not be before version {latest.version}'s "
-                    f"({latest.effective_from.isoformat()})",
-                )
+        if community is None or effective_from is None or "rules" not in data:
+            return data
+        errors = rule_set_policy_errors(
+            rules=parse_rules(data["rules"]),
+            effective_from=effective_from,
+            latest=RuleSet.objects.filter(community=community).order_by("-version").first(),
+            now=timezone.now(),
+            confirm_zero=data.get("confirm_zero", False),
+        )
+        for error in errors:
+            field = error.field.split(".")[0]
+            self.add_error(field if field in self.fields else None, error.message)
         return data
 
 
@@ -110,23 +122,14 @@ class RuleSetAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: RuleSet, form: Any, change: bool) -> None:
-        with transaction.atomic():
-            published = rule_set_publish(
-                community=obj.community,
-                rules=obj.rules,
-                effective_from=obj.effective_from,
-                note=obj.note,
-            )
-            audit_record(
-                community=obj.community,
-                actor=f"user:{request.user.get_username()}",
-                action="rules.publish",
-                target=f"v{published.version}",
-                data={
-                    "version": published.version,
-                    "effective_from": obj.effective_from.isoformat(),
-                },
-            )
+        published = rule_set_publish(
+            community=obj.community,
+            rules=obj.rules,
+            effective_from=obj.effective_from,
+            note=obj.note,
+            actor=f"user:{request.user.get_username()}",
+            confirm_zero=form.cleaned_data.get("confirm_zero", False),
+        )
         obj.pk, obj.version, obj.created_at = published.pk, published.version, published.created_at
 
 

@@ -28,28 +28,39 @@ _cache_lock = threading.Lock()
 _rule_cache: dict[int, tuple[int, list[RuleVersion]]] = {}
 
 
-def rule_versions(community: Community) -> list[RuleVersion]:
+def rule_versions(community: Community, *, fresh: bool = False) -> list[RuleVersion]:
     """All rule set versions of a community, oldest first.
 
     Versions are immutable and every new one bumps ``community.rules_revision`` in the same
     transaction, so a per-process cache keyed by that revision is never stale for a community
-    row read in the current request.
+    row read in the current request. A row kept longer (the API key cache keeps it a few
+    seconds, and another process may have published since) carries an older revision: with
+    ``fresh`` the revision is read from the database first (one primary-key lookup) and set on
+    the row, so a read that must agree with the last write (``GET …/rules``) never gets an
+    older version from this cache. Ingestion does not need it: its locking statement
+    re-checks the revision.
     """
+    if fresh:
+        community.rules_revision = (
+            Community.objects.filter(pk=community.pk).values_list("rules_revision", flat=True).get()
+        )
+    revision = community.rules_revision
     cached = _rule_cache.get(community.pk)
-    if cached is not None and cached[0] == community.rules_revision:
+    if cached is not None and cached[0] == revision:
         return cached[1]
     versions = [
         RuleVersion(rs.version, rs.effective_from, parse_rules(rs.rules))
         for rs in RuleSet.objects.filter(community=community).order_by("effective_from", "version")
     ]
     with _cache_lock:
-        _rule_cache[community.pk] = (community.rules_revision, versions)
+        _rule_cache[community.pk] = (revision, versions)
     return versions
 
 
-def rules_in_force(community: Community, at: dt.datetime) -> RuleVersion:
-    """The version whose ``effective_from`` is the latest not after ``at`` (else the first)."""
-    versions = rule_versions(community)
+def rules_in_force(community: Community, at: dt.datetime, *, fresh: bool = False) -> RuleVersion:
+    """The version whose ``effective_from`` is the latest not after ``at`` (else the first).
+    ``fresh``: see ``rule_versions``."""
+    versions = rule_versions(community, fresh=fresh)
     if not versions:
         raise CommunityNotFound(f"Community {community.slug} has no rule set.")
     index = bisect_right([v.effective_from for v in versions], at) - 1

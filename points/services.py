@@ -10,6 +10,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from points import outbox
+from points.adjustments import audit_record
+from points.exceptions import FieldError, ValidationFailed
 from points.ingest import (  # noqa: F401 - the service API of ingestion
     MAX_CLOCK_SKEW,
     EventInput,
@@ -26,7 +28,7 @@ from points.models import (
     RuleSet,
     Scope,
 )
-from points.rules import DEFAULT_RULES, parse_rules
+from points.rules import DEFAULT_RULES, Rules, parse_rules
 from points.selectors import MEMBER_TOKEN_SALT
 
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -51,30 +53,126 @@ def community_create(*, slug: str, name: str, timezone_name: str = "Asia/Shangha
     return community
 
 
-@transaction.atomic
-def rule_set_publish(
-    *, community: Community, rules: dict[str, Any], effective_from: dt.datetime, note: str = ""
-) -> RuleSet:
-    """Add a new immutable rule set version. Locks the community row to number versions."""
-    parse_rules(rules)
-    locked = Community.objects.select_for_update(no_key=True).get(pk=community.pk)
-    last = RuleSet.objects.filter(community=locked).order_by("-version").first()
-    version = (last.version if last else 0) + 1
-    rule_set = RuleSet.objects.create(
-        community=locked, version=version, effective_from=effective_from, rules=rules, note=note
-    )
-    locked.rules_revision += 1
-    locked.save(update_fields=["rules_revision"])
-    community.rules_revision = locked.rules_revision
-    outbox.publish(
-        locked,
-        [
-            (
-                "rules.published",
-                {"version": version, "effective_from": effective_from.isoformat(), "note": note},
+RULES_MAX_LEAD = dt.timedelta(days=366)
+
+
+def rule_set_policy_errors(
+    *,
+    rules: Rules,
+    effective_from: dt.datetime,
+    latest: RuleSet | None,
+    now: dt.datetime,
+    confirm_zero: bool = False,
+) -> list[FieldError]:
+    """What would make a valid rule set document break its community if published.
+
+    * A rule set that pays nothing for any event type (every ``points`` value 0 or left out:
+      ``{}`` is such a document) silently stops every member earning: it needs
+      ``confirm_zero``.
+    * Versions take effect in order: not before the latest version's ``effective_from``.
+    * Not more than ``RULES_MAX_LEAD`` ahead: a version in year 9999 would forbid every later
+      version, for ever (a version is never edited or deleted).
+    """
+    errors: list[FieldError] = []
+    if not confirm_zero and not any(rules.points.values()):
+        errors.append(
+            FieldError(
+                "rules.points",
+                "pays_nothing",
+                "every event type would score 0; send confirm_zero: true to publish it anyway",
             )
-        ],
-    )
+        )
+    if latest is not None and effective_from < latest.effective_from:
+        errors.append(
+            FieldError(
+                "effective_from",
+                "before_latest_version",
+                f"must not be before {latest.effective_from.isoformat()} "
+                f"(version {latest.version})",
+            )
+        )
+    if effective_from > now + RULES_MAX_LEAD:
+        errors.append(
+            FieldError(
+                "effective_from",
+                "too_far_ahead",
+                f"must be at most {RULES_MAX_LEAD.days} days ahead "
+                f"(until {(now + RULES_MAX_LEAD).isoformat()})",
+            )
+        )
+    return errors
+
+
+def rule_set_publish(
+    *,
+    community: Community,
+    rules: dict[str, Any],
+    effective_from: dt.datetime | None = None,
+    note: str = "",
+    actor: str = "system",
+    confirm_zero: bool = False,
+    now: dt.datetime | None = None,
+) -> RuleSet:
+    """Publish a new immutable rule set version, with its audit row (``rules.publish`` by
+    ``actor``) and its ``rules.published`` message, in one transaction.
+
+    Refuses a document the rule engine rejects (``RulesInvalid``) and what
+    ``rule_set_policy_errors`` names (``ValidationFailed``), checked under a lock on the
+    community row (``FOR NO KEY UPDATE``), which also numbers the versions: two publishers
+    (API, admin, a script) cannot both pass the order check against the same latest version.
+    ``effective_from`` defaults to now.
+    """
+    parsed = parse_rules(rules)
+    now = now or timezone.now()
+    effective_from = effective_from or now
+    with transaction.atomic():
+        locked = Community.objects.select_for_update(no_key=True).get(pk=community.pk)
+        last = RuleSet.objects.filter(community=locked).order_by("-version").first()
+        errors = rule_set_policy_errors(
+            rules=parsed,
+            effective_from=effective_from,
+            latest=last,
+            now=now,
+            confirm_zero=confirm_zero,
+        )
+        if errors:
+            raise ValidationFailed("The rule set cannot be published.", errors)
+        version = (last.version if last else 0) + 1
+        rule_set = RuleSet.objects.create(
+            community=locked,
+            version=version,
+            effective_from=effective_from,
+            rules=rules,
+            note=note,
+        )
+        locked.rules_revision += 1
+        locked.save(update_fields=["rules_revision"])
+        community.rules_revision = locked.rules_revision
+        audit_record(
+            community=locked,
+            actor=actor,
+            action="rules.publish",
+            target=f"v{version}",
+            data={
+                "version": version,
+                "effective_from": effective_from.isoformat(),
+                "confirm_zero": confirm_zero,
+            },
+            now=now,
+        )
+        outbox.publish(
+            locked,
+            [
+                (
+                    "rules.published",
+                    {
+                        "version": version,
+                        "effective_from": effective_from.isoformat(),
+                        "note": note,
+                    },
+                )
+            ],
+        )
     return rule_set
 
 

@@ -14,6 +14,8 @@ from django.test import Client
 from points.models import AuditLog, Community, LedgerEntry, Member, RuleSet
 
 IMPORT = "/admin/points/auditlog/import-adjustments/"
+# a date inside the window a new rule set version may take effect in (at most 366 days ahead)
+SOON = dt.date.today() + dt.timedelta(days=30)  # noqa: DTZ011 - a day, read in any zone
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_a_rule_set_version_is_added_through_a_validated_form(
         "/admin/points/ruleset/add/",
         {
             "community": community.pk,
-            "effective_from_0": "2030-01-01",
+            "effective_from_0": SOON.isoformat(),
             "effective_from_1": "00:00:00",
             "rules": '{"points": {"shares": 5}}',
             "note": "typo",
@@ -90,7 +92,7 @@ def test_a_rule_set_version_is_added_through_a_validated_form(
         "/admin/points/ruleset/add/",
         {
             "community": community.pk,
-            "effective_from_0": "2030-01-01",
+            "effective_from_0": SOON.isoformat(),
             "effective_from_1": "00:00:00",
             "rules": '{"points": {"share": 6}}',
             "note": "more for shares",
@@ -107,8 +109,10 @@ def test_a_rule_set_version_is_added_through_a_validated_form(
         {"points": {"share": 6}},
         "more for shares",
     )
-    assert latest.effective_from.astimezone(dt.UTC).year == 2030 - (
-        latest.effective_from.month == 12
+    # midnight of that day in the admin's time zone: that day or the one before in UTC
+    assert SOON - latest.effective_from.astimezone(dt.UTC).date() in (
+        dt.timedelta(0),
+        dt.timedelta(days=1),
     )
     assert AuditLog.objects.get(action="rules.publish").actor == "user:ops"
     community.refresh_from_db()
@@ -132,7 +136,7 @@ def test_every_admin_change_is_in_the_admin_action_log(staff: Client, community:
         "/admin/points/ruleset/add/",
         {
             "community": community.pk,
-            "effective_from_0": "2030-01-01",
+            "effective_from_0": SOON.isoformat(),
             "effective_from_1": "00:00:00",
             "rules": '{"points": {"share": 6}}',
             "note": "logged",
