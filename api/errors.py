@@ -97,8 +97,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
               _("Slow down; `Retry-After` says when to try again.")),
     ErrorCode("headers_too_large", 431, _("Request headers too large"),
               _("A header, or the number of headers, is over the server's limit.")),
+    ErrorCode("expectation_failed", 417, _("Expectation failed"),
+              _("The server does not meet the request's `Expect` header.")),
     ErrorCode("server_error", 500, _("Internal server error"),
               _("A fault on our side; the request id in `X-Request-ID` finds it in the logs.")),
+    ErrorCode("unsupported_transfer_coding", 501, _("Unsupported transfer coding"),
+              _("`Transfer-Encoding` other than `chunked`; send a plain or chunked body.")),
     ErrorCode("not_ready", 503, _("Service not ready"),
               _("A dependency (the database or the broker) is unreachable.")),
 )  # fmt: skip

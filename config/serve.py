@@ -69,12 +69,12 @@ def main() -> int:
         "web": [
             str(bin_dir / "gunicorn"),
             "config.wsgi:application",
+            "--config",
+            "python:config.gunicorn_conf",
             "--bind",
             f"{host}:{port}",
             "--workers",
             os.environ.get("WEB_CONCURRENCY", "3"),
-            "--access-logfile",
-            "-",
         ],
         "worker": [
             str(bin_dir / "celery"),

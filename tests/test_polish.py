@@ -3,12 +3,29 @@ admin, installs."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
+from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
 from api.errors import ERROR_CODES
 from points.exceptions import DomainError
+from points.services import api_key_create, community_create
+from tests.test_celery_worker import _test_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +78,184 @@ def test_error_codes_page_follows_accept_language():
     assert "Member not found" in english
     assert "成员不存在" in chinese
     assert "Member not found" not in chinese
+
+
+# --- The real server: what gunicorn refuses, chunked bodies, one access line ---------------
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """gunicorn as ``make run`` and the Docker image start it (``config/gunicorn_conf.py``),
+    one sync worker, against this run's test database."""
+    tmp = tmp_path_factory.mktemp("polish-server")
+    with django_db_blocker.unblock():
+        database_url = _test_database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "API_RATE_LIMIT_KEY": "",
+        "API_RATE_LIMIT_MEMBER": "",
+        "REDIS_URL": "",
+        "CELERY_BROKER_URL": "",
+        "LOG_LEVEL": "INFO",
+        "INCENTIVES_DATA_DIR": str(tmp / "data"),
+    }
+    port = _free_port()
+    log = tmp / "gunicorn.log"
+    command = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "config.wsgi:application",
+        "--config",
+        "python:config.gunicorn_conf",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _, _ = _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield Served(port, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are (http.client refuses to send a malformed request line)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                headers = dict(
+                    line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:]
+                )
+                length = int(headers.get("Content-Length", "-1"))
+                if 0 <= length <= len(body):
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /api/v1/" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+         431, "headers_too_large"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+         + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n",
+         431, "headers_too_large"),
+        (b"GET /he\x01lthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+        (b"G\x00T /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n",
+         501, "unsupported_transfer_coding"),
+    ],
+    ids=["url-over-4kb", "header-over-8kb", "too-many-headers", "control-char-in-path",
+         "nul-in-method", "unknown-transfer-coding"],
+)  # fmt: skip
+def test_requests_refused_before_django_are_problem_json(served, request_bytes, status, code):
+    got_status, headers, body = _raw(served.port, request_bytes)
+
+    assert got_status == status
+    assert headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["type"] == f"/api/errors/#{code}"
+    assert code in {entry.code for entry in ERROR_CODES}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunked_body_is_read_like_any_other(served):
+    community = community_create(slug="chunky", name="Chunky", timezone_name="UTC")
+    _, key = api_key_create(community=community, scopes=["events:write"], name="bot")
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    body = json.dumps({"id": "c-1", "type": "share", "member": "alice"}).encode()
+
+    conn.request(
+        "POST",
+        "/api/v1/communities/chunky/events",
+        body=iter([body[:10], body[10:]]),
+        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+
+    assert response.status == 201, response.read()
+    assert json.loads(response.read())["id"] == "c-1"
+
+
+def test_chunked_body_over_the_limit_is_a_413_problem(served):
+    size = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+
+    conn.request(
+        "POST",
+        "/api/v1/communities/acme/events",
+        body=iter([b"x" * size]),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+
+    assert response.status == 413
+    assert response.getheader("Content-Type") == "application/problem+json"
+    assert json.loads(response.read())["code"] == "payload_too_large"
+
+
+def test_one_log_line_per_request_the_apps_access_line(served):
+    path = f"/nothing-here-{time.monotonic_ns()}"
+
+    status, _, _ = _raw(served.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+    assert status == 404
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in served.log.read_text().splitlines() if path in line]
+        if lines:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)
+    lines = [line for line in served.log.read_text().splitlines() if path in line]
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["logger"] == "incentives.access"
+    assert record["status"] == 404
