@@ -121,8 +121,13 @@ def parse_ladder(doc: Any, prefix: str = "") -> Ladder:
     """Validate a tier ladder document; raises ``ValidationFailed`` naming every bad field."""
     errors: list[FieldError] = []
     if not isinstance(doc, dict):
-        raise ValidationFailed("The tier ladder is invalid.", [FieldError(prefix or "tiers", "invalid", "must be an object")])
-    _unknown_keys(errors, prefix, doc, {"points_window_days", "low_water", "min_stay_days", "tiers"})
+        raise ValidationFailed(
+            "The tier ladder is invalid.",
+            [FieldError(prefix or "tiers", "invalid", "must be an object")],
+        )
+    _unknown_keys(
+        errors, prefix, doc, {"points_window_days", "low_water", "min_stay_days", "tiers"}
+    )
     window = _int(errors, f"{prefix}points_window_days", doc.get("points_window_days", 90), 1, 366)
     low_water = _number(errors, f"{prefix}low_water", doc.get("low_water", 0.9), 0.0, 1.0)
     stay = _int(errors, f"{prefix}min_stay_days", doc.get("min_stay_days", 30), 0, 366)
@@ -142,7 +147,9 @@ def parse_ladder(doc: Any, prefix: str = "") -> Ladder:
         _unknown_keys(errors, f"{path}.", item, {"code", "name", *CRITERIA, "requires_koc"})
         code = item.get("code")
         if not isinstance(code, str) or not _CODE.match(code):
-            errors.append(FieldError(f"{path}.code", "invalid", "must match ^[a-z][a-z0-9_]{0,31}$"))
+            errors.append(
+                FieldError(f"{path}.code", "invalid", "must match ^[a-z][a-z0-9_]{0,31}$")
+            )
             code = f"tier{level}"
         elif code in seen:
             errors.append(FieldError(f"{path}.code", "duplicate", "codes must be unique"))
@@ -162,7 +169,9 @@ def parse_ladder(doc: Any, prefix: str = "") -> Ladder:
             requires_koc = False
         if level == 0 and (any(values.values()) or requires_koc):
             errors.append(
-                FieldError(path, "first_tier_has_criteria", "the first tier is everyone's: no criteria")
+                FieldError(
+                    path, "first_tier_has_criteria", "the first tier is everyone's: no criteria"
+                )
             )
         tiers.append(Tier(level, code, name["zh"], name["en"], **values, requires_koc=requires_koc))
     if errors:
@@ -173,7 +182,10 @@ def parse_ladder(doc: Any, prefix: str = "") -> Ladder:
 def parse_koc(doc: Any, prefix: str = "koc.") -> KocSettings:
     errors: list[FieldError] = []
     if not isinstance(doc, dict):
-        raise ValidationFailed("The KOC settings are invalid.", [FieldError(prefix.rstrip("."), "invalid", "must be an object")])
+        raise ValidationFailed(
+            "The KOC settings are invalid.",
+            [FieldError(prefix.rstrip("."), "invalid", "must be an object")],
+        )
     _unknown_keys(errors, prefix, doc, set(DEFAULT_KOC))
     merged = {**DEFAULT_KOC, **doc}
     settings = KocSettings(
@@ -192,14 +204,22 @@ def community_ladder(community_id: int) -> Ladder:
     """The community's ladder (the default one when it has none)."""
     from incentives.models import IncentiveConfig
 
-    doc = IncentiveConfig.objects.filter(community_id=community_id).values_list("tiers", flat=True).first()
+    doc = (
+        IncentiveConfig.objects.filter(community_id=community_id)
+        .values_list("tiers", flat=True)
+        .first()
+    )
     return parse_ladder(doc if doc is not None else DEFAULT_TIERS)
 
 
 def community_koc_settings(community_id: int) -> KocSettings:
     from incentives.models import IncentiveConfig
 
-    doc = IncentiveConfig.objects.filter(community_id=community_id).values_list("koc", flat=True).first()
+    doc = (
+        IncentiveConfig.objects.filter(community_id=community_id)
+        .values_list("koc", flat=True)
+        .first()
+    )
     return parse_koc(doc or {})
 
 

@@ -71,7 +71,11 @@ def honor_roll_publish(
     if start >= month_start(today(community.timezone, now)):
         raise ValidationFailed(
             "Only a month that has ended can be published.",
-            [FieldError("month", "not_ended", "the month has not ended in the community's time zone")],
+            [
+                FieldError(
+                    "month", "not_ended", "the month has not ended in the community's time zone"
+                )
+            ],
         )
     label = f"{start:%Y-%m}"
 
@@ -94,7 +98,7 @@ def _publish(community: Community, start: dt.date, now: dt.datetime) -> HonorRol
     days = calendar.monthrange(start.year, start.month)[1]
     end = start + dt.timedelta(days=days)
     zone = community_zone(community.timezone)
-    params = {
+    params: dict[str, Any] = {
         "c": community.pk,
         "start": start,
         "end": end,
@@ -260,7 +264,9 @@ class MemberHonor:
     value: int
 
 
-def member_honors(member: Member, months: int = 2, now: dt.datetime | None = None) -> list[MemberHonor]:
+def member_honors(
+    member: Member, months: int = 2, now: dt.datetime | None = None
+) -> list[MemberHonor]:
     """The member's honors in the last ``months`` published rolls (this and last month's by
     default: the roll of the month that just ended and the one before)."""
     latest = previous_month(member.community, now)

@@ -38,7 +38,8 @@ def run_once(
         row = cursor.fetchone()
         if row is None:
             cursor.execute(
-                "SELECT result FROM points_jobrun WHERE community_id = %s AND job = %s AND period = %s",
+                "SELECT result FROM points_jobrun"
+                " WHERE community_id = %s AND job = %s AND period = %s",
                 [community.pk, job, period],
             )
             stored = cursor.fetchone()[0]

@@ -11,8 +11,8 @@ ordinary member (no role; owners, staff and KOLs are the trusted seeds) by:
 - ``effective reactors``: distinct members who acted on their content, a reciprocated one
   counting half (two friends liking each other do not make each other KOCs);
 - the composite ``score`` = ln(1+effective reactors) + ln(1+h) + ln(1+featured) + ln(1+trust
-  rank), and its ``robust_z`` (modified z-score, median and MAD) among the ordinary members who
-  received anything.
+  rank), and its ``robust_z`` (modified z-score, median and MAD) among the community's active
+  ordinary members (an event in the window; those nobody acted on score 0).
 
 A member qualifies with ≥ ``min_reactors`` effective reactors over ≥ ``min_days`` distinct days
 and ``robust_z`` ≥ ``min_z``. Only the graph step runs in Python, on arrays (scipy.sparse).
@@ -55,8 +55,14 @@ def _window(community: Community, day: dt.date, days: int) -> tuple[dt.datetime,
 
 
 def trust_rank(
-    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int, seeds: np.ndarray,
-    damping: float = 0.85, tol: float = 1e-9, max_iter: int = 100,
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    n: int,
+    seeds: np.ndarray,
+    damping: float = 0.85,
+    tol: float = 1e-9,
+    max_iter: int = 100,
 ) -> np.ndarray:
     """Personalised PageRank by power iteration on a CSR matrix; dangling mass and the
     teleport go to ``seeds`` (uniform when empty). Returns scores that sum to 1."""
@@ -83,13 +89,15 @@ def trust_rank(
     return rank
 
 
-def robust_z(values: np.ndarray) -> np.ndarray:
-    """Modified z-score 0.6745 (x - median) / MAD; with MAD 0, (x - median) / (1.2533 × mean
+def robust_z(values: np.ndarray, zeros: int = 0) -> np.ndarray:
+    """Modified z-score 0.6745 (x - median) / MAD of ``values`` within a population of
+    ``values`` plus ``zeros`` members scoring 0; with MAD 0, (x - median) / (1.2533 × mean
     absolute deviation) (Iglewicz and Hoaglin); 0 when every value is the same."""
     if len(values) == 0:
         return values
-    median = float(np.median(values))
-    deviation = np.abs(values - median)
+    population = np.concatenate([values, np.zeros(zeros)]) if zeros else values
+    median = float(np.median(population))
+    deviation = np.abs(population - median)
     mad = float(np.median(deviation))
     if mad > 0:
         return 0.6745 * (values - median) / mad
@@ -122,8 +130,15 @@ def _copy_edges(cursor: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     extension = int.from_bytes(buffer[15:19], "big")
     body = memoryview(buffer)[19 + extension : len(buffer) - 2]
     row = np.dtype(
-        [("n", ">i2"), ("l1", ">i4"), ("src", ">i8"), ("l2", ">i4"), ("dst", ">i8"),
-         ("l3", ">i4"), ("w", ">f8")]
+        [
+            ("n", ">i2"),
+            ("l1", ">i4"),
+            ("src", ">i8"),
+            ("l2", ">i4"),
+            ("dst", ">i8"),
+            ("l3", ">i4"),
+            ("w", ">f8"),
+        ]
     )
     rows = np.frombuffer(body, dtype=row)
     return (
@@ -152,8 +167,9 @@ def _detect(
     community: Community, settings: KocSettings, day: dt.date, now: dt.datetime
 ) -> dict[str, Any]:
     start, end = _window(community, day, settings.window_days)
-    params = {"c": community.pk, "start": start, "end": end}
+    params: dict[str, Any] = {"c": community.pk, "start": start, "end": end}
     with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS koc_action")
         cursor.execute(
             """
             CREATE TEMP TABLE koc_action ON COMMIT DROP AS
@@ -248,6 +264,15 @@ def _detect(
             params,
         )
         seed_ids = np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
+        cursor.execute(
+            """
+            SELECT count(*) FROM points_member m
+            WHERE m.community_id = %(c)s AND m.status = 'active' AND m.last_event_at >= %(start)s
+              AND NOT EXISTS (SELECT 1 FROM incentives_memberrole r WHERE r.member_id = m.id)
+            """,
+            params,
+        )
+        active = cursor.fetchone()[0]
 
     nodes, index = np.unique(np.concatenate([src, dst]), return_inverse=True)
     n = len(nodes)
@@ -265,7 +290,9 @@ def _detect(
         positions = np.searchsorted(nodes, member_ids)
         trust = rank[np.clip(positions, 0, max(n - 1, 0))] if n else np.zeros(len(member_ids))
         score = np.log1p(effective) + np.log1p(h) + np.log1p(featured) + np.log1p(trust)
-        z = robust_z(score)
+        # within the community: every active ordinary member counts, those whom nobody
+        # acted on with a score of 0
+        z = robust_z(score, zeros=max(active - len(score), 0))
         qualified = (
             (effective >= settings.min_reactors)
             & (days >= settings.min_days)
@@ -290,6 +317,7 @@ def _detect(
         "period": day.isoformat(),
         "window_days": settings.window_days,
         "scored": len(figures),
+        "active_members": int(active),
         "graph_nodes": int(n),
         "graph_edges": len(src),
         "seeds": len(seeds),
@@ -411,14 +439,18 @@ def _decide(
     return row
 
 
-def koc_confirm(*, community: Community, member: Member, actor: str, note: str = "") -> KocCandidate:
+def koc_confirm(
+    *, community: Community, member: Member, actor: str, note: str = ""
+) -> KocCandidate:
     """Confirm a candidate as KOC (marked on the member, a trusted seed of later runs)."""
     return _decide(
         community=community, member=member, status=KocStatus.CONFIRMED, actor=actor, note=note
     )
 
 
-def koc_dismiss(*, community: Community, member: Member, actor: str, note: str = "") -> KocCandidate:
+def koc_dismiss(
+    *, community: Community, member: Member, actor: str, note: str = ""
+) -> KocCandidate:
     """Dismiss a candidate: later runs refresh the figures but keep the decision."""
     return _decide(
         community=community, member=member, status=KocStatus.DISMISSED, actor=actor, note=note
@@ -435,4 +467,3 @@ def koc_candidates(community: Community, status: str | None = None) -> Any:
 
 def koc_is_confirmed(member: Member) -> bool:
     return KocCandidate.objects.filter(member=member, status=KocStatus.CONFIRMED).exists()
-

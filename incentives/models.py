@@ -140,9 +140,7 @@ class KocCandidate(models.Model):
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
     member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="koc_row")
-    status = models.CharField(
-        max_length=16, choices=KocStatus.choices, default=KocStatus.CANDIDATE
-    )
+    status = models.CharField(max_length=16, choices=KocStatus.choices, default=KocStatus.CANDIDATE)
     window_end = models.DateField()
     window_days = models.PositiveSmallIntegerField()
     score = models.FloatField()

@@ -14,30 +14,32 @@ from django.db import InterfaceError, OperationalError
 
 from points.models import Community
 
-RETRY = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "autoretry_for": (OperationalError, InterfaceError),
-    "retry_backoff": True,
-    "max_retries": 5,
-}
+# Late acks (a worker lost mid-run redelivers), retried with back-off on database errors; the
+# run_once fence makes a redelivery or retry of a finished run a no-op.
+job_task = shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=5,
+)
 
 
-@shared_task(**RETRY)
+@job_task
 def tiers_evaluate_community(community_id: int, period: str | None = None) -> dict[str, Any]:
     from incentives.tiers import tiers_evaluate
 
     return tiers_evaluate(community=Community.objects.get(pk=community_id), period=period)
 
 
-@shared_task(**RETRY)
+@job_task
 def koc_detect_community(community_id: int, period: str | None = None) -> dict[str, Any]:
     from incentives.koc import koc_detect
 
     return koc_detect(community=Community.objects.get(pk=community_id), period=period)
 
 
-@shared_task(**RETRY)
+@job_task
 def honor_roll_publish_community(community_id: int, month: str | None = None) -> dict[str, Any]:
     from incentives.honors import honor_roll_publish
 

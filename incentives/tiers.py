@@ -75,9 +75,7 @@ def _decision_sql(ladder: Ladder) -> tuple[str, str]:
         for level in range(top, 0, -1)
     )
     target = f"(CASE {climb} ELSE 0 END)" if top > 0 else "0"
-    keeps = " ".join(
-        f"WHEN {t.level} THEN {_met(t, ladder.low_water)}" for t in ladder.tiers[1:]
-    )
+    keeps = " ".join(f"WHEN {t.level} THEN {_met(t, ladder.low_water)}" for t in ladder.tiers[1:])
     keep = f"(CASE level {keeps} ELSE true END)" if top > 0 else "true"
     to_level = f"""
         CASE WHEN locked THEN level
@@ -117,7 +115,7 @@ def _evaluate(
     to_level, shortfall = _decision_sql(ladder)
     codes = [t.code for t in ladder.tiers]
     window = ladder.points_window_days
-    params = {
+    params: dict[str, Any] = {
         "c": community.pk,
         "today": day,
         "points_from": day - dt.timedelta(days=window),
@@ -131,6 +129,7 @@ def _evaluate(
         "low_water": ladder.low_water,
     }
     with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS tier_eval")
         cursor.execute(
             """
             CREATE TEMP TABLE tier_eval ON COMMIT DROP AS
@@ -170,6 +169,7 @@ def _evaluate(
             params,
         )
         evaluated = cursor.rowcount
+        cursor.execute("DROP TABLE IF EXISTS tier_decision")
         cursor.execute(
             f"""
             CREATE TEMP TABLE tier_decision ON COMMIT DROP AS
@@ -323,9 +323,7 @@ def tier_set_lock(
     return row
 
 
-def tier_ladder_set(
-    *, community: Community, document: dict[str, Any], actor: str
-) -> Ladder:
+def tier_ladder_set(*, community: Community, document: dict[str, Any], actor: str) -> Ladder:
     """Replace the community's ladder (validated whole first); audited. Members keep their
     level; the next run re-evaluates them against the new ladder."""
     from incentives.config import parse_ladder
@@ -372,7 +370,9 @@ class TierStanding:
     koc: bool
 
 
-def member_figures(member: Member, ladder: Ladder, now: dt.datetime | None = None) -> dict[str, int]:
+def member_figures(
+    member: Member, ladder: Ladder, now: dt.datetime | None = None
+) -> dict[str, int]:
     """The member's figures as the job reads them (one aggregate over their tallies)."""
     day = today(member.community.timezone, now)
     window = ladder.points_window_days
@@ -425,7 +425,13 @@ def member_tier_standing(member: Member, now: dt.datetime | None = None) -> Tier
         shares = [min(c.value / c.required, 1.0) for c in criteria]
         progress = round(100.0 * min(shares), 1) if shares else 100.0
     return TierStanding(
-        tier, row.since if row else None, bool(row and row.locked), following, criteria, progress, koc
+        tier,
+        row.since if row else None,
+        bool(row and row.locked),
+        following,
+        criteria,
+        progress,
+        koc,
     )
 
 
