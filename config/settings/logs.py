@@ -19,7 +19,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A 4xx is the caller's mistake and already on the access line; 5xx stay (with the
+        # traceback), so that each request writes one line unless something broke.
+        "django.request": {"level": "ERROR"},
+    },
 }
 
 # /metrics (Prometheus); set a token to require "Authorization: Bearer <token>".

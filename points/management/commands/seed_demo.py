@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Sum
@@ -603,7 +604,7 @@ class Command(BaseCommand):
         if example_member:
             self.stdout.write(
                 f'try, with KEY set to the key below: curl -s -H "Authorization: Api-Key $KEY" '
-                f"http://127.0.0.1:8000/api/v1/communities/{community.slug}/members/"
+                f"{settings.PUBLIC_BASE_URL}/api/v1/communities/{community.slug}/members/"
                 f"{example_member}"
             )
         self.stdout.write(
