@@ -26,13 +26,20 @@ class AdjustmentInputSerializer(serializers.Serializer):
     id = StrictRegexField(
         r"^\S{1,128}$",
         required=False,
-        help_text="Your id for this adjustment: a retry with the same id and body is a replay.",
+        help_text="Your id for this adjustment: a retry with the same id and body gets the "
+        "first outcome again, a refusal (404, 409) included; another body is 409.",
     )
     member = StrictCharField(max_length=64)
     points = serializers.IntegerField(
         min_value=-1_000_000, max_value=1_000_000, help_text="Non-zero; negative takes points."
     )
     reason = StrictCharField(max_length=500, help_text="Required; shown in the ledger.")
+    create_member = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Create the member if the community does not know them (a credit only); "
+        "without it an unknown member is 404.",
+    )
 
     def validate_points(self, value: int) -> int:
         if value == 0:
@@ -75,6 +82,7 @@ class AdjustmentView(APIView):
                     "member": "wxid_alice",
                     "points": 100,
                     "reason": "winner of the November quiz",
+                    "create_member": True,
                 },
                 request_only=True,
             ),
@@ -93,6 +101,7 @@ class AdjustmentView(APIView):
                 response_only=True,
                 status_codes=["201", "200"],
             ),
+            schema.example_problem(404, "member_not_found", "Member not found"),
             schema.example_problem(409, "insufficient_points", "Not enough spendable points"),
         ],
         tags=["operators"],
@@ -106,6 +115,7 @@ class AdjustmentView(APIView):
             item=AdjustmentInput(data["member"], data["points"], data["reason"]),
             actor=_actor(request),
             client_id=data.get("id", ""),
+            create_member=data["create_member"],
         )
         return Response(result, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -1,11 +1,17 @@
 """Manual adjustments by operators (API or admin), one at a time or from a CSV file, each
 recorded in the audit log; and the audit log itself.
 
-A positive adjustment may create an unknown member (a prize for someone who never posted); a
-negative one needs the member and enough *spendable* points: unlike a reversal, an operator's
-debit is refused rather than turned into debt (``InsufficientPoints``, 409), so an operator
-always sees at once what was taken. Adjustments count as earned points (lifetime, leaderboards
-of the day they are made) and pay back what a member owes first, like any credit.
+An adjustment for a member the community does not know is refused (``MemberNotFound``, 404)
+unless the caller asks to create the member (``create_member``: a prize for someone who never
+posted; the admin's CSV import always may); a negative one needs the member and enough
+*spendable* points: unlike a reversal, an operator's debit is refused rather than turned into
+debt (``InsufficientPoints``, 409), so an operator always sees at once what was taken.
+Adjustments count as earned points (lifetime, leaderboards of the day they are made) and pay
+back what a member owes first, like any credit.
+
+An adjustment sent with an id (``client_id``) has one outcome for ever: the first request that
+ran decides it, accepted or refused, and every retry with the same id and body gets that outcome
+again (docs/decisions.md, "An adjustment id records its outcome, refusals included").
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from points import outbox
-from points.exceptions import AdjustmentConflict, FieldError, MemberNotFound, ValidationFailed
+from points.exceptions import (
+    AdjustmentConflict,
+    DomainError,
+    FieldError,
+    InsufficientPoints,
+    MemberNotFound,
+    ValidationFailed,
+)
 from points.ledger import ledger_post, member_lock
 from points.models import AuditLog, Community, EntryKind, Member
 from points.timeutils import local_day
@@ -77,7 +90,12 @@ def adjustment_validate(item: AdjustmentInput, prefix: str = "") -> list[FieldEr
 
 
 def _apply(
-    community: Community, item: AdjustmentInput, actor: str, now: dt.datetime
+    community: Community,
+    item: AdjustmentInput,
+    actor: str,
+    now: dt.datetime,
+    *,
+    create_member: bool,
 ) -> tuple[Member, list[int]]:
     """Post one validated adjustment inside the caller's transaction."""
     member_id = (
@@ -86,10 +104,15 @@ def _apply(
         .first()
     )
     if member_id is None:
-        if item.points < 0:
-            raise MemberNotFound(f"No member '{item.member}' in this community.")
-        member = Member.objects.create(
-            community=community, external_id=item.member, joined_at=now, last_event_at=now
+        if item.points < 0 or not create_member:
+            raise MemberNotFound(
+                f"No member '{item.member}' in this community."
+                + ("" if item.points < 0 else " Send create_member: true to create them.")
+            )
+        member, _ = Member.objects.get_or_create(
+            community=community,
+            external_id=item.member,
+            defaults={"joined_at": now, "last_event_at": now},
         )
         member_id = member.pk
     member = member_lock(member_id=member_id)
@@ -105,19 +128,33 @@ def _apply(
     return member, [e.pk for e in posted.entries]
 
 
+ADJUSTMENT_CREATED = "adjustment.create"
+ADJUSTMENT_REFUSED = "adjustment.refused"
+# Refusals an id records (the request ran and the ledger said no); a 400 is not recorded.
+RECORDED_REFUSALS: dict[str, type[DomainError]] = {
+    InsufficientPoints.code: InsufficientPoints,
+    MemberNotFound.code: MemberNotFound,
+}
+
+
 def adjustment_create(
     *,
     community: Community,
     item: AdjustmentInput,
     actor: str,
     client_id: str = "",
+    create_member: bool = False,
     now: dt.datetime | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Post one adjustment and its audit row in one transaction; returns (result, created).
 
-    With a ``client_id`` the call is idempotent: the same id and body return the first result
-    (``created`` False); the same id with another body raises ``AdjustmentConflict``.
-    Locks the member row.
+    With a ``client_id`` the call is idempotent, and so is a refusal: the same id and body
+    return the first result (``created`` False) or raise the first refusal again
+    (``InsufficientPoints``, ``MemberNotFound``, recorded as an ``adjustment.refused`` audit
+    row), even if the member could now afford it or now exists; the same id with another body
+    (``create_member`` included) raises ``AdjustmentConflict``. An invalid request
+    (``ValidationFailed``) records nothing. Locks: a transaction advisory lock on the id (so
+    that two first requests with one id are decided one after the other), then the member row.
     """
     errors = adjustment_validate(item)
     if errors:
@@ -125,50 +162,94 @@ def adjustment_create(
     now = now or timezone.now()
     body = {"member": item.member, "points": item.points, "reason": item.reason.strip()}
     if client_id:
-        first = _first_result(community, client_id)
+        first = _first_outcome(community, client_id)
         if first is not None:
-            return _replay(first, body)
-    try:
-        with transaction.atomic():
-            member, entry_ids = _apply(community, item, actor, now)
-            result = {
-                "id": client_id or None,
-                **body,
-                "balance": member.balance,
-                "owed": member.owed,
-                "entries": entry_ids,
-                "created_at": now.isoformat(),
-            }
+            return _replay(first, body, create_member)
+    refusal: DomainError | None = None
+    with transaction.atomic():
+        if client_id:
+            _lock_client_id(community, client_id)
+            first = _first_outcome(community, client_id)
+            if first is not None:
+                return _replay(first, body, create_member)
+        try:
+            with transaction.atomic():
+                member, entry_ids = _apply(community, item, actor, now, create_member=create_member)
+                result = {
+                    "id": client_id or None,
+                    **body,
+                    "balance": member.balance,
+                    "owed": member.owed,
+                    "entries": entry_ids,
+                    "created_at": now.isoformat(),
+                }
+                audit_record(
+                    community=community,
+                    actor=actor,
+                    action=ADJUSTMENT_CREATED,
+                    target=item.member,
+                    client_id=client_id,
+                    data={**result, "create_member": create_member},
+                    now=now,
+                )
+                outbox.publish(community, [("adjustment.created", result)])
+        except (InsufficientPoints, MemberNotFound) as exc:
+            if not client_id:
+                raise
+            refusal = exc
             audit_record(
                 community=community,
                 actor=actor,
-                action="adjustment.create",
+                action=ADJUSTMENT_REFUSED,
                 target=item.member,
                 client_id=client_id,
-                data=result,
+                data={
+                    "id": client_id,
+                    **body,
+                    "create_member": create_member,
+                    "refused": {"status": exc.status, "code": exc.code, "detail": exc.detail},
+                    "created_at": now.isoformat(),
+                },
                 now=now,
             )
-            outbox.publish(community, [("adjustment.created", result)])
-    except IntegrityError:
-        # A concurrent request with the same id committed first: answer as a replay.
-        first = _first_result(community, client_id) if client_id else None
-        if first is None:
-            raise
-        return _replay(first, body)
+    if refusal is not None:
+        raise refusal
     return result, True
 
 
-def _first_result(community: Community, client_id: str) -> dict[str, Any] | None:
-    row = AuditLog.objects.filter(
-        community=community, action="adjustment.create", client_id=client_id
-    ).first()
+def _lock_client_id(community: Community, client_id: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"adjustment:{community.pk}:{client_id}"],
+        )
+
+
+def _first_outcome(community: Community, client_id: str) -> dict[str, Any] | None:
+    row = (
+        AuditLog.objects.filter(
+            community=community,
+            action__in=[ADJUSTMENT_CREATED, ADJUSTMENT_REFUSED],
+            client_id=client_id,
+        )
+        .order_by("id")
+        .first()
+    )
     return dict(row.data) if row is not None else None
 
 
-def _replay(first: dict[str, Any], body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    if {k: first.get(k) for k in body} != body:
+def _replay(
+    first: dict[str, Any], body: dict[str, Any], create_member: bool
+) -> tuple[dict[str, Any], bool]:
+    # rows written before create_member existed do not hold it: any value matches them
+    if {k: first.get(k) for k in body} != body or first.get(
+        "create_member", create_member
+    ) != create_member:
         raise AdjustmentConflict("This id was already used for another adjustment.")
-    return first, False
+    refused = first.get("refused")
+    if refused is not None:
+        raise RECORDED_REFUSALS[refused["code"]](refused["detail"])
+    return {k: v for k, v in first.items() if k != "create_member"}, False
 
 
 def adjustments_parse_csv(content: bytes) -> tuple[list[AdjustmentInput], list[FieldError]]:
@@ -209,17 +290,19 @@ def adjustments_bulk_import(
     *, community: Community, items: list[AdjustmentInput], actor: str, note: str = ""
 ) -> dict[str, Any]:
     """Apply validated adjustments all together or not at all (one transaction): one audit
-    row per adjustment and one for the import. A debit beyond a member's spendable points
-    aborts the whole import (``InsufficientPoints`` names the member)."""
+    row per adjustment and one for the import. A credit creates a member the community does
+    not know (an operator uploading a prize list names them on purpose); a debit beyond a
+    member's spendable points aborts the whole import (``InsufficientPoints`` names the
+    member)."""
     now = timezone.now()
     total = 0
     with transaction.atomic():
         for item in items:
-            member, entry_ids = _apply(community, item, actor, now)
+            member, entry_ids = _apply(community, item, actor, now, create_member=True)
             audit_record(
                 community=community,
                 actor=actor,
-                action="adjustment.create",
+                action=ADJUSTMENT_CREATED,
                 target=item.member,
                 data={
                     "points": item.points,

@@ -115,7 +115,10 @@ def test_a_rolled_back_change_writes_no_message(community: Community) -> None:
     def change_then_fail() -> None:
         with transaction.atomic():
             adjustment_create(
-                community=community, item=AdjustmentInput("ann", 5, "prize"), actor="key:t"
+                community=community,
+                item=AdjustmentInput("ann", 5, "prize"),
+                actor="key:t",
+                create_member=True,
             )
             raise RuntimeError("the surrounding transaction fails")
 
@@ -132,7 +135,9 @@ def test_no_endpoint_no_message(community: Community) -> None:
 
 def test_failures_back_off_and_give_up_after_the_last_attempt(community: Community) -> None:
     endpoint_create(community=community, url="http://127.0.0.1:9/refused")
-    adjustment_create(community=community, item=AdjustmentInput("ann", 5, "x"), actor="k")
+    adjustment_create(
+        community=community, item=AdjustmentInput("ann", 5, "x"), actor="k", create_member=True
+    )
     deliveries_send()
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 1)

@@ -21,8 +21,9 @@ from psycopg.conninfo import make_conninfo
 from rest_framework.test import APIClient
 
 from api.auth import api_key_cache_clear
-from points.exceptions import ValidationFailed
-from points.models import AuditLog, Community, RuleSet
+from points.adjustments import AdjustmentInput, adjustment_create
+from points.exceptions import DomainError, ValidationFailed
+from points.models import AuditLog, Community, LedgerEntry, Member, RuleSet
 from points.rules import DEFAULT_RULES
 from points.services import community_create, rule_set_publish
 
@@ -278,3 +279,143 @@ def test_the_admin_form_shows_the_same_refusals_and_publishes_once_confirmed(
     ]
     audit = AuditLog.objects.get(action="rules.publish")
     assert (audit.actor, audit.target, audit.data["confirm_zero"]) == ("user:ops", "v2", True)
+
+
+# --- adjustments: what an id promises, and unknown members -----------------------------------
+
+ADJ = "/api/v1/communities/acme/adjustments"
+
+
+def test_an_adjustment_for_an_unknown_member_is_404_unless_the_request_creates_them(
+    admin_client: APIClient,
+) -> None:
+    unknown = admin_client.post(
+        ADJ, {"member": "zed", "points": 5, "reason": "prize"}, format="json"
+    )
+
+    assert unknown.status_code == 404
+    assert unknown["Content-Type"].startswith("application/problem+json")
+    assert unknown.json()["code"] == "member_not_found"
+    assert "create_member" in unknown.json()["detail"]
+    assert not Member.objects.filter(external_id="zed").exists()
+    assert not LedgerEntry.objects.exists()
+
+    debit = admin_client.post(
+        ADJ,
+        {"member": "zed", "points": -5, "reason": "fix", "create_member": True},
+        format="json",
+    )
+    created = admin_client.post(
+        ADJ,
+        {"member": "zed", "points": 5, "reason": "prize", "create_member": True},
+        format="json",
+    )
+
+    assert debit.status_code == 404  # a debit never creates anyone
+    assert created.status_code == 201
+    assert Member.objects.get(external_id="zed").balance == 5
+
+
+def test_a_refused_adjustment_id_replays_the_refusal_after_the_member_could_afford_it(
+    admin_client: APIClient,
+) -> None:
+    admin_client.post(
+        ADJ, {"member": "ann", "points": 5, "reason": "gift", "create_member": True}, format="json"
+    )
+    body = {"id": "d1", "member": "ann", "points": -7, "reason": "fix"}
+    refused = admin_client.post(ADJ, body, format="json")
+    admin_client.post(ADJ, {"member": "ann", "points": 10, "reason": "quiz"}, format="json")
+
+    again = admin_client.post(ADJ, body, format="json")
+    other_body = admin_client.post(ADJ, {**body, "points": -6}, format="json")
+    new_id = admin_client.post(ADJ, {**body, "id": "d2"}, format="json")
+
+    assert refused.status_code == again.status_code == 409
+    assert refused.json()["code"] == "insufficient_points"
+    assert again.json() == refused.json()
+    assert again["Content-Type"].startswith("application/problem+json")
+    assert other_body.status_code == 409
+    assert other_body.json()["code"] == "adjustment_conflict"
+    assert new_id.status_code == 201
+    assert new_id.json()["balance"] == 8
+    assert LedgerEntry.objects.filter(points=-7).count() == 1
+    refusal = AuditLog.objects.get(action="adjustment.refused")
+    assert (refusal.client_id, refusal.target, refusal.actor[:4]) == ("d1", "ann", "key:")
+    assert refusal.data["refused"]["code"] == "insufficient_points"
+
+
+def test_an_id_refused_for_an_unknown_member_stays_refused_after_the_member_appears(
+    admin_client: APIClient,
+) -> None:
+    body = {"id": "p1", "member": "zed", "points": 5, "reason": "prize"}
+    refused = admin_client.post(ADJ, body, format="json")
+    admin_client.post(
+        ADJ, {"member": "zed", "points": 1, "reason": "hello", "create_member": True}, format="json"
+    )
+
+    again = admin_client.post(ADJ, body, format="json")
+    asked_to_create = admin_client.post(ADJ, {**body, "create_member": True}, format="json")
+
+    assert refused.status_code == again.status_code == 404
+    assert again.json() == refused.json()
+    assert asked_to_create.status_code == 409  # the same id with another request
+    assert asked_to_create.json()["code"] == "adjustment_conflict"
+    assert Member.objects.get(external_id="zed").balance == 1
+
+
+def test_a_successful_adjustment_replays_without_create_member_leaking_into_the_answer(
+    admin_client: APIClient,
+) -> None:
+    body = {"id": "a1", "member": "ann", "points": 5, "reason": "prize", "create_member": True}
+    first = admin_client.post(ADJ, body, format="json")
+    again = admin_client.post(ADJ, body, format="json")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert "create_member" not in again.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_requests_with_one_id_at_the_same_time_get_one_outcome() -> None:
+    """Eight retries of one debit race; the member can afford it once. Without the id's lock
+    one would post it and the others, finding no outcome yet, record a refusal beside it."""
+    community = community_create(slug="acme", name="Acme")
+    adjustment_create(
+        community=community,
+        item=AdjustmentInput("ann", 10, "gift"),
+        actor="key:test",
+        create_member=True,
+    )
+    threads = 8
+    barrier = threading.Barrier(threads)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def debit() -> None:
+        try:
+            barrier.wait(timeout=30)
+            result, created = adjustment_create(
+                community=Community.objects.get(pk=community.pk),
+                item=AdjustmentInput("ann", -10, "fix"),
+                actor="key:test",
+                client_id="same",
+            )
+            outcome: object = ("created" if created else "replayed", result["entries"])
+        except DomainError as exc:
+            outcome = exc.code
+        finally:
+            connection.close()
+        with lock:
+            outcomes.append(outcome)
+
+    workers = [threading.Thread(target=debit) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+
+    entries = list(LedgerEntry.objects.filter(points=-10).values_list("id", flat=True))
+    assert len(entries) == 1
+    assert sorted(outcomes, key=str) == [("created", entries)] + [("replayed", entries)] * 7
+    assert not AuditLog.objects.filter(action="adjustment.refused").exists()
+    assert Member.objects.get(external_id="ann").balance == 0

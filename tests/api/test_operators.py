@@ -21,9 +21,19 @@ def admin_client(community: Community, make_client: Callable[..., APIClient]) ->
     return make_client(community, ["admin"])
 
 
-def test_a_positive_adjustment_creates_the_member_and_an_audit_row(admin_client: APIClient) -> None:
+def test_a_positive_adjustment_creates_the_member_when_asked_and_an_audit_row(
+    admin_client: APIClient,
+) -> None:
     response = admin_client.post(
-        ADJ, {"id": "a1", "member": "ann", "points": 100, "reason": "quiz winner"}, format="json"
+        ADJ,
+        {
+            "id": "a1",
+            "member": "ann",
+            "points": 100,
+            "reason": "quiz winner",
+            "create_member": True,
+        },
+        format="json",
     )
 
     assert response.status_code == 201
@@ -41,6 +51,7 @@ def test_a_retry_with_the_same_id_is_a_replay_and_another_body_a_conflict(
     admin_client: APIClient,
 ) -> None:
     body = {"id": "a1", "member": "ann", "points": 100, "reason": "quiz winner"}
+    body["create_member"] = True
     first = admin_client.post(ADJ, body, format="json")
     again = admin_client.post(ADJ, body, format="json")
     other = admin_client.post(ADJ, {**body, "points": 5}, format="json")
@@ -54,7 +65,9 @@ def test_a_retry_with_the_same_id_is_a_replay_and_another_body_a_conflict(
 def test_a_debit_beyond_the_spendable_balance_is_refused_and_writes_nothing(
     admin_client: APIClient,
 ) -> None:
-    admin_client.post(ADJ, {"member": "ann", "points": 10, "reason": "gift"}, format="json")
+    admin_client.post(
+        ADJ, {"member": "ann", "points": 10, "reason": "gift", "create_member": True}, format="json"
+    )
     Member.objects.filter(external_id="ann").update(held=4)
 
     refused = admin_client.post(
@@ -98,7 +111,14 @@ def test_bad_adjustments_are_400_naming_the_field(
 def test_balance_and_other_fields_cannot_be_mass_assigned(admin_client: APIClient) -> None:
     response = admin_client.post(
         ADJ,
-        {"member": "ann", "points": 5, "reason": "x", "balance": 10**6, "held": 3},
+        {
+            "member": "ann",
+            "points": 5,
+            "reason": "x",
+            "create_member": True,
+            "balance": 10**6,
+            "held": 3,
+        },
         format="json",
     )
     assert response.status_code == 201
@@ -121,7 +141,10 @@ def test_operator_endpoints_need_the_admin_scope_and_the_own_community(
 
 
 def test_the_audit_log_is_append_only_in_the_database(admin_client: APIClient) -> None:
-    admin_client.post(ADJ, {"member": "ann", "points": 5, "reason": "x"}, format="json")
+    admin_client.post(
+        ADJ, {"member": "ann", "points": 5, "reason": "x", "create_member": True}, format="json"
+    )
+    assert AuditLog.objects.exists()
     for sql in ("UPDATE points_auditlog SET actor = 'me'", "DELETE FROM points_auditlog"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
