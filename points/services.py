@@ -197,9 +197,17 @@ def api_key_create(
 
 
 def ledger_reconcile(*, community: Community, period: str) -> dict[str, Any]:
-    """Check, in one set-based query, that every balance equals the sum of its entries and
-    that the latest entry's ``balance_after`` agrees. Records one ``JobRun`` per community and
-    period; a re-run of a finished period returns the recorded result and writes nothing."""
+    """Check, in one set-based query, every member of the community two ways: the balance
+    equals the sum of the member's entries, and it equals the latest entry's ``balance_after``
+    (0 for a member with no entry). The first catches a balance changed behind the ledger's
+    back or an entry missing from it; the second an entry posted with a wrong running balance.
+    "Latest" is the highest id: a member's entries are written under the member's row lock, so
+    ids follow the order they were posted in.
+
+    Returns ``members``, ``mismatched`` (members failing either check), ``sum_mismatched``,
+    ``balance_after_mismatched`` and up to 20 ``examples`` (external ids, sorted). Records one
+    ``JobRun`` per community and period; a re-run of a finished period returns the recorded
+    result and writes nothing."""
     from points.models import JobRun
 
     job = "ledger_reconcile"
@@ -213,21 +221,36 @@ def ledger_reconcile(*, community: Community, period: str) -> dict[str, Any]:
         with connection.cursor() as cursor:
             cursor.execute(
                 """
-                SELECT count(*) AS members,
-                       count(*) FILTER (WHERE m.balance <> COALESCE(s.total, 0)) AS mismatched,
-                       COALESCE(array_agg(m.external_id) FILTER (
-                           WHERE m.balance <> COALESCE(s.total, 0)), '{}') AS examples
-                FROM points_member m
-                LEFT JOIN (
-                    SELECT member_id, sum(points) AS total
+                WITH per_member AS (
+                    SELECT member_id, sum(points) AS total, max(id) AS last_id
                     FROM points_ledgerentry WHERE community_id = %s GROUP BY member_id
-                ) s ON s.member_id = m.id
-                WHERE m.community_id = %s
+                ), checked AS (
+                    SELECT m.external_id,
+                           m.balance <> COALESCE(s.total, 0) AS bad_sum,
+                           m.balance <> COALESCE(e.balance_after, 0) AS bad_latest
+                    FROM points_member m
+                    LEFT JOIN per_member s ON s.member_id = m.id
+                    LEFT JOIN points_ledgerentry e ON e.id = s.last_id
+                    WHERE m.community_id = %s
+                )
+                SELECT count(*),
+                       count(*) FILTER (WHERE bad_sum OR bad_latest),
+                       count(*) FILTER (WHERE bad_sum),
+                       count(*) FILTER (WHERE bad_latest),
+                       COALESCE((array_agg(external_id ORDER BY external_id)
+                                 FILTER (WHERE bad_sum OR bad_latest))[1:20], '{}')
+                FROM checked
                 """,
                 [community.pk, community.pk],
             )
-            members, mismatched, examples = cursor.fetchone()
-        result = {"members": members, "mismatched": mismatched, "examples": list(examples)[:20]}
+            members, mismatched, bad_sum, bad_latest, examples = cursor.fetchone()
+        result = {
+            "members": members,
+            "mismatched": mismatched,
+            "sum_mismatched": bad_sum,
+            "balance_after_mismatched": bad_latest,
+            "examples": list(examples),
+        }
         run.result = result
         run.finished_at = timezone.now()
         run.save(update_fields=["result", "finished_at"])

@@ -203,8 +203,20 @@ def test_worker_reconciles_the_ledger_and_reports_a_corrupted_balance(worker):
 
     clean_run = _finished_run(clean, period)
     broken_run = _finished_run(broken, period)
-    assert clean_run.result == {"members": 3, "mismatched": 0, "examples": []}
-    assert broken_run.result == {"members": 2, "mismatched": 1, "examples": ["erin"]}
+    assert clean_run.result == {
+        "members": 3,
+        "mismatched": 0,
+        "sum_mismatched": 0,
+        "balance_after_mismatched": 0,
+        "examples": [],
+    }
+    assert broken_run.result == {
+        "members": 2,
+        "mismatched": 1,
+        "sum_mismatched": 1,
+        "balance_after_mismatched": 1,
+        "examples": ["erin"],
+    }
     worker.wait_for_log("succeeded in", count=2)
     assert worker.output().count("ledger_reconcile_community[") == 4, worker.output()
     assert worker.alive()

@@ -59,6 +59,8 @@ def test_reconcile_finds_no_drift_then_the_drift_made_behind_its_back(
     assert ledger_reconcile(community=community, period="p1") == {
         "members": 2,
         "mismatched": 0,
+        "sum_mismatched": 0,
+        "balance_after_mismatched": 0,
         "examples": [],
     }
     Member.objects.filter(external_id="bob").update(balance=50)
