@@ -165,6 +165,18 @@ def adjustment_create(
         first = _first_outcome(community, client_id)
         if first is not None:
             return _replay(first, body, create_member)
+
+    def record(action: str, data: dict[str, Any]) -> None:
+        audit_record(
+            community=community,
+            actor=actor,
+            action=action,
+            target=item.member,
+            client_id=client_id,
+            data={**data, "create_member": create_member},
+            now=now,
+        )
+
     refusal: DomainError | None = None
     with transaction.atomic():
         if client_id:
@@ -183,34 +195,16 @@ def adjustment_create(
                     "entries": entry_ids,
                     "created_at": now.isoformat(),
                 }
-                audit_record(
-                    community=community,
-                    actor=actor,
-                    action=ADJUSTMENT_CREATED,
-                    target=item.member,
-                    client_id=client_id,
-                    data={**result, "create_member": create_member},
-                    now=now,
-                )
+                record(ADJUSTMENT_CREATED, result)
                 outbox.publish(community, [("adjustment.created", result)])
         except (InsufficientPoints, MemberNotFound) as exc:
             if not client_id:
                 raise
             refusal = exc
-            audit_record(
-                community=community,
-                actor=actor,
-                action=ADJUSTMENT_REFUSED,
-                target=item.member,
-                client_id=client_id,
-                data={
-                    "id": client_id,
-                    **body,
-                    "create_member": create_member,
-                    "refused": {"status": exc.status, "code": exc.code, "detail": exc.detail},
-                    "created_at": now.isoformat(),
-                },
-                now=now,
+            refused = {"status": exc.status, "code": exc.code, "detail": exc.detail}
+            record(
+                ADJUSTMENT_REFUSED,
+                {"id": client_id, **body, "refused": refused, "created_at": now.isoformat()},
             )
     if refusal is not None:
         raise refusal
