@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
@@ -14,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from points.adjustments import adjustments_bulk_import, adjustments_parse_csv
 from points.exceptions import DomainError, FieldError, RulesInvalid
@@ -80,6 +82,25 @@ class RuleSetForm(forms.ModelForm):
         return data
 
 
+# The library registers an admin for its own concrete APIKey model, which nothing uses here (keys
+# are CommunityApiKey): without this, the admin shows a second, always empty "API keys" section.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
+
+
+def zoned(field: str, label: str) -> Any:
+    """A list column for a datetime field that says its time zone, in the header and the value
+    (the admin shows times in ``TIME_ZONE``)."""
+
+    @admin.display(description=f"{label} ({settings.TIME_ZONE})", ordering=field)
+    def column(obj: Any) -> str:
+        value = getattr(obj, field)
+        return f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S %Z}" if value else "-"
+
+    column.__name__ = f"{field}_zoned"
+    return column
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -93,7 +114,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Community)
 class CommunityAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "timezone", "rules_revision", "created_at"]
+    list_display = ["slug", "name", "timezone", "rules_revision", zoned("created_at", "created")]
     search_fields = ["slug", "name"]
     readonly_fields = ["rules_revision", "created_at"]
 
@@ -103,7 +124,17 @@ class CommunityAdmin(admin.ModelAdmin):
 
 @admin.register(CommunityApiKey)
 class CommunityApiKeyAdmin(APIKeyModelAdmin):
-    list_display = (*APIKeyModelAdmin.list_display, "community", "scopes", "last_used_at")  # type: ignore[assignment]
+    list_display = (  # type: ignore[assignment]
+        "prefix",
+        "name",
+        zoned("created", "created"),
+        zoned("expiry_date", "expires"),
+        "_has_expired",
+        "revoked",
+        "community",
+        "scopes",
+        zoned("last_used_at", "last used"),
+    )
     list_filter = (*APIKeyModelAdmin.list_filter, "community")  # type: ignore[assignment]
 
 
@@ -111,7 +142,13 @@ class CommunityApiKeyAdmin(APIKeyModelAdmin):
 class RuleSetAdmin(admin.ModelAdmin):
     """New versions are added here (validated, audited); existing versions are never edited."""
 
-    list_display = ["community", "version", "effective_from", "note", "created_at"]
+    list_display = [
+        "community",
+        "version",
+        zoned("effective_from", "effective from"),
+        "note",
+        zoned("created_at", "created"),
+    ]
     list_filter = ["community"]
     form = RuleSetForm
 
@@ -143,7 +180,7 @@ class MemberAdmin(ReadOnlyAdmin):
         "balance",
         "held",
         "lifetime_points",
-        "joined_at",
+        zoned("joined_at", "joined"),
     ]
     list_filter = ["community", "status"]
     search_fields = ["external_id", "display_name"]
@@ -153,7 +190,14 @@ class MemberAdmin(ReadOnlyAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ["client_id", "community", "type", "member", "occurred_at", "points"]
+    list_display = [
+        "client_id",
+        "community",
+        "type",
+        "member",
+        zoned("occurred_at", "occurred"),
+        "points",
+    ]
     list_filter = ["community", "type"]
     search_fields = ["client_id", "member__external_id"]
     list_select_related = ["community", "member"]
@@ -171,7 +215,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "points",
         "balance_after",
         "rule",
-        "created_at",
+        zoned("created_at", "created"),
     ]
     list_filter = ["community", "kind"]
     search_fields = ["member__external_id", "event__client_id"]
@@ -184,7 +228,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
     """Nobody edits the audit log (the database refuses it too). Bulk awards are imported
     from here: the "Import adjustments (CSV)" button above the list."""
 
-    list_display = ["created_at", "community", "actor", "action", "target"]
+    list_display = [zoned("created_at", "when"), "community", "actor", "action", "target"]
     list_filter = ["community", "action"]
     search_fields = ["actor", "target", "client_id"]
     list_select_related = ["community"]
@@ -246,6 +290,12 @@ class AuditLogAdmin(ReadOnlyAdmin):
 class AdminActionLogAdmin(ReadOnlyAdmin):
     """Every change made through this admin (Django records it), for operators to review."""
 
-    list_display = ["action_time", "user", "content_type", "object_repr", "action_flag"]
+    list_display = [
+        zoned("action_time", "when"),
+        "user",
+        "content_type",
+        "object_repr",
+        "action_flag",
+    ]
     list_filter = ["action_flag", "content_type"]
     search_fields = ["object_repr", "user__username"]

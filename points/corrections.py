@@ -28,6 +28,7 @@ from points import outbox
 from points.exceptions import EventNotFound
 from points.ledger import ledger_post
 from points.models import (
+    AuditLog,
     AwardOnce,
     Community,
     DailyTally,
@@ -149,6 +150,22 @@ def event_reverse_once(
         }
         event.reversal = result
         event.save(update_fields=["reversal"])
+        # Operators find reversals where they find adjustments: one audit row per reversed
+        # event (its id is the row's client_id), written with the entries it explains.
+        AuditLog.objects.create(
+            community=community,
+            actor=actor or "system",
+            action="event.reverse",
+            target=f"event:{client_id}",
+            client_id=client_id,
+            data={
+                "reason": why,
+                "reversed": taken,
+                "rescored": len(rescored),
+                "points": sum(t["points"] for t in taken),
+            },
+            created_at=now,
+        )
         outbox.publish(community, [("event.reversed", result)])
         return result, True
 

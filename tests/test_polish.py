@@ -18,13 +18,17 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
 from django.core.management import call_command
+from django.db.models import DateTimeField
 from django.test import Client
 from rest_framework.test import APIClient
 
 from api.errors import ERROR_CODES
+from points.corrections import event_reverse
 from points.exceptions import DomainError
-from points.services import api_key_create, community_create
+from points.models import AuditLog, LedgerEntry, Member
+from points.services import EventInput, api_key_create, community_create, events_ingest
 from tests.test_celery_worker import _test_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,3 +317,91 @@ def test_seed_demo_prints_links_with_the_configured_host_and_port(settings):
 
     assert "http://demo.local:9000/api/v1/communities/demo/members/" in out.getvalue()
     assert "127.0.0.1:8000" not in out.getvalue()
+
+
+# --- The admin ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(db: None) -> Client:
+    from django.contrib.auth.models import User
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw-1234567"))
+    return client
+
+
+def test_admin_has_one_api_keys_section_the_communities_keys(staff):
+    index = staff.get("/admin/").content.decode()
+
+    assert index.count(">API keys<") == 1
+    assert "/admin/points/communityapikey/" in index
+    assert "/admin/rest_framework_api_key/" not in index
+    assert staff.get("/admin/rest_framework_api_key/apikey/").status_code == 404
+
+
+def test_admin_times_say_their_time_zone(staff, community):
+    Member.objects.create(community=community, external_id="ann", joined_at=community.created_at)
+
+    page = staff.get("/admin/points/member/").content.decode()
+
+    assert "Joined (UTC)" in page
+    assert f"{community.created_at:%Y-%m-%d %H:%M:%S} UTC" in page
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in ("points", "admin"):  # the admins of points/admin.py
+            continue
+        for column in model_admin.list_display:
+            if isinstance(column, str) and column in {f.name for f in model._meta.fields}:
+                field = model._meta.get_field(column)
+                assert not isinstance(field, DateTimeField), f"{model.__name__}.{column}"
+
+
+@pytest.mark.parametrize("field", ["balance", "lifetime_points"])
+def test_admin_members_sort_by_balance_and_lifetime_points(staff, community, field):
+    for name, points in (("low", 5), ("high", 50), ("mid", 20)):
+        Member.objects.create(community=community, external_id=name, joined_at=community.created_at,
+                              balance=points, lifetime_points=points * 2)  # fmt: skip
+    from points.admin import MemberAdmin
+
+    column = MemberAdmin.list_display.index(field)
+
+    page = staff.get(f"/admin/points/member/?o=-{column}").content.decode()
+
+    assert f'class="sortable column-{field}' in page
+    assert page.index(">high<") < page.index(">mid<") < page.index(">low<")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reversal_is_in_the_audit_log_once(staff):
+    community = community_create(slug="rev", name="Rev", timezone_name="UTC")
+    events_ingest(community=community, events=[EventInput("e-1", "share", "ann")])
+
+    event_reverse(community=community, client_id="e-1", reason="spam", actor="user:ops")
+    event_reverse(community=community, client_id="e-1", reason="again", actor="user:ops")
+
+    [row] = AuditLog.objects.filter(community=community, action="event.reverse")
+    assert (row.actor, row.target, row.client_id) == ("user:ops", "event:e-1", "e-1")
+    assert row.data["reason"] == "spam"
+    assert row.data["points"] == -sum(
+        LedgerEntry.objects.filter(event__client_id="e-1", kind="award").values_list(
+            "points", flat=True
+        )
+    )
+    page = staff.get("/admin/points/auditlog/?action=event.reverse").content.decode()
+    assert "event:e-1" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reversal_that_fails_leaves_no_audit_row(monkeypatch):
+    community = community_create(slug="rev2", name="Rev", timezone_name="UTC")
+    events_ingest(community=community, events=[EventInput("e-1", "share", "ann")])
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the outbox is down")
+
+    monkeypatch.setattr("points.corrections.outbox.publish", broken)
+    with pytest.raises(RuntimeError):
+        event_reverse(community=community, client_id="e-1", reason="spam", actor="user:ops")
+
+    assert not AuditLog.objects.filter(community=community, action="event.reverse").exists()
+    assert not LedgerEntry.objects.filter(community=community, kind="reversal").exists()
