@@ -8,9 +8,11 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from points.ingest import MEMBER_ID_MAX_LENGTH, member_id_problem
 from points.models import EventType, LedgerEntry, Member
 from points.rules import TYPE_NAME
 from points.services import MAX_CLOCK_SKEW, EventInput
@@ -54,19 +56,26 @@ class StrictRegexField(serializers.RegexField):
         return super().to_internal_value(data)
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
+class MemberIdField(StrictCharField):
+    """A member id as ``points.ingest.member_id_problem`` allows it: one that can be read back
+    through ``…/members/<id>`` and shows nothing invisible on other members' boards."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", MEMBER_ID_MAX_LENGTH)
+        kwargs.setdefault("trim_whitespace", False)  # an id is a key: refused, not trimmed
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        too_long = self.max_length is not None and len(value) > self.max_length  # validator's
+        if not too_long and (problem := member_id_problem(value)) is not None:
+            raise serializers.ValidationError(problem, code="invalid_member_id")
+        return value
 
 
 class ContentInputSerializer(serializers.Serializer):
     id = StrictCharField(max_length=128, required=False)
-    author = StrictCharField(max_length=64, required=False)
+    author = MemberIdField(required=False, help_text="The content's author: a member id.")
     kind = serializers.ChoiceField(choices=["kol", "official", "ugc"], required=False)
     url = StrictCharField(max_length=1000, required=False)
     hash = StrictCharField(max_length=128, required=False)
@@ -82,8 +91,15 @@ class EventInputSerializer(serializers.Serializer):
         max_length=40,
         help_text="A built-in type (" + ", ".join(EventType.values) + ") or a custom one.",
     )
-    member = StrictCharField(max_length=64, help_text="The member's id in your platform.")
-    occurred_at = AwareDateTimeField(required=False, help_text="Defaults to the time received.")
+    member = MemberIdField(
+        help_text="The member's id in your platform: 1 to 64 visible characters, no spaces, "
+        "no '/' or '\\', not '.' or '..'."
+    )
+    occurred_at = AwareDateTimeField(
+        required=False,
+        help_text="Defaults to the time received. From the community's creation minus its "
+        "backfill limit (365 days by default) to 5 minutes ahead of the server's clock.",
+    )
     target = StrictCharField(
         max_length=128,
         required=False,
@@ -97,8 +113,20 @@ class EventInputSerializer(serializers.Serializer):
     )
 
     def validate_occurred_at(self, value: dt.datetime) -> dt.datetime:
-        if value > timezone.now() + MAX_CLOCK_SKEW:
+        """Within ``points.ingest.occurred_at_window`` (the view passes it as context
+        ``occurred_window``; without it only the clock skew is checked)."""
+        earliest, latest = self.context.get("occurred_window") or (
+            None,
+            timezone.now() + MAX_CLOCK_SKEW,
+        )
+        if value > latest:
             raise serializers.ValidationError("is in the future", code="in_future")
+        if earliest is not None and value < earliest:
+            raise serializers.ValidationError(
+                f"must not be before {earliest.astimezone(dt.UTC).isoformat()} (the "
+                "community's backfill limit)",
+                code="before_backfill_limit",
+            )
         return value
 
     def validate_meta(self, value: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +134,7 @@ class EventInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 f"is larger than {META_MAX_BYTES} bytes", code="too_large"
             )
-        if _contains_nul(value):  # PostgreSQL's jsonb cannot store U+0000
-            raise serializers.ValidationError(
-                "must not contain the NUL character (U+0000)", code="null_characters_not_allowed"
-            )
-        return value
+        return value  # U+0000, lone surrogates, NaN: refused by api.parsers with their path
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         kind = attrs["type"]
@@ -123,6 +147,12 @@ class EventInputSerializer(serializers.Serializer):
             raise serializers.ValidationError({"target": [f"is required for {kind}"]})
         if kind in (EventType.PEER_SCORE, EventType.INVITE) and target == attrs["member"]:
             raise serializers.ValidationError({"target": ["must be another member"]})
+        if kind in (EventType.PEER_SCORE, EventType.INVITE) and (
+            problem := member_id_problem(target or "")
+        ):
+            raise serializers.ValidationError(
+                {"target": [serializers.ErrorDetail(problem, code="invalid_member_id")]}
+            )
         return attrs
 
     def to_event(self) -> EventInput:
@@ -144,11 +174,23 @@ class EventInputSerializer(serializers.Serializer):
         )
 
 
+@extend_schema_field(OpenApiTypes.ANY)
+class _BatchItemField(serializers.Field):
+    """Any JSON value, unchanged: each item is validated on its own by the view (and the
+    parser has already refused what no item may hold)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class EventBatchInputSerializer(serializers.Serializer):
     """Only the envelope is validated here; each item is validated on its own by the view."""
 
     events = serializers.ListField(
-        child=serializers.JSONField(allow_null=True),
+        child=_BatchItemField(allow_null=True),
         allow_empty=False,
         min_length=1,
         max_length=settings.EVENTS_BATCH_MAX,

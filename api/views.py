@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -17,6 +18,7 @@ from api import schema
 from api.auth import request_community as _community
 from api.errors import field_errors, flatten_errors, problem, problem_response
 from api.pagination import LedgerCursorPagination
+from api.parsers import RefusedItem
 from api.serializers import (
     BatchResultSerializer,
     EventBatchInputSerializer,
@@ -26,16 +28,42 @@ from api.serializers import (
     MemberOutputSerializer,
 )
 from config.observability import record_ingest
-from points.models import LedgerEntry, Scope
+from points.ingest import occurred_at_window
+from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import EventInput, IngestOutcome, IngestStatus, events_ingest
+
+# The order an event's result is rendered in, first answer and replays alike (the stored
+# result comes back from jsonb with its keys reordered).
+RESULT_KEYS = ("id", "status", "points", "balance", "rule_version", "awards")
+AWARD_KEYS = ("rule", "points", "base", "gross", "capped", "cap", "member")
+
+
+def _ordered(value: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    known = {k: value[k] for k in keys if k in value}
+    return {**known, **{k: value[k] for k in sorted(value) if k not in known}}
+
+
+def event_result(outcome: IngestOutcome) -> dict[str, Any]:
+    """An accepted or replayed event's answer, single and batch alike: the result stored with
+    the event, ``status`` saying which (``accepted`` the first time, ``replayed`` after), in
+    one key order, so that every replay is byte-identical to the first answer but for the
+    word ``replayed`` (docs/decisions.md)."""
+    result = dict(outcome.result or {})
+    result["status"] = outcome.status
+    result["awards"] = [_ordered(a, AWARD_KEYS) for a in result.get("awards", [])]
+    return _ordered(result, RESULT_KEYS)
+
+
+def _item_context(community: Community) -> dict[str, Any]:
+    return {"occurred_window": occurred_at_window(community, timezone.now())}
 
 
 def _outcome_response(outcome: IngestOutcome) -> Response:
     if outcome.status == IngestStatus.ACCEPTED:
-        return Response(outcome.result, status=status.HTTP_201_CREATED)
+        return Response(event_result(outcome), status=status.HTTP_201_CREATED)
     if outcome.status == IngestStatus.REPLAYED:
-        return Response(outcome.result, status=status.HTTP_200_OK)
+        return Response(event_result(outcome), status=status.HTTP_200_OK)
     if outcome.status == IngestStatus.CONFLICT:
         return problem_response(
             problem(
@@ -137,16 +165,18 @@ class EventCreateView(APIView):
         tags=["events"],
     )
     def post(self, request: Request, community: str) -> Response:
-        serializer = EventInputSerializer(data=request.data)
+        found = _community(request)
+        serializer = EventInputSerializer(data=request.data, context=_item_context(found))
         serializer.is_valid(raise_exception=True)
         event = serializer.to_event()
-        outcome = events_ingest(community=_community(request), events=[event])[0]
+        outcome = events_ingest(community=found, events=[event])[0]
         record_ingest([outcome], {event.client_id: event.type})
         return _outcome_response(outcome)
 
 
 class EventBatchView(APIView):
     required_scope = Scope.EVENTS_WRITE
+    json_item_list = "events"  # api.parsers judges each item on its own
 
     @extend_schema(
         operation_id="events_batch",
@@ -154,7 +184,10 @@ class EventBatchView(APIView):
         description=(
             "Each item is validated, de-duplicated and scored on its own: an invalid item, a "
             "replay or a conflict does not affect the others. Items are scored in the order "
-            "given. Per item `status` is `accepted`, `replayed`, `conflict` or `invalid`."
+            "given. Per item `status` is `accepted`, `replayed`, `conflict` or `invalid`; an "
+            "accepted or replayed item is the body the single endpoint answers. Only a body "
+            "that is not a batch (not JSON, not an object with `events`, over the size, "
+            "count or nesting limits) fails as a whole."
         ),
         request=EventBatchInputSerializer,
         responses={
@@ -225,6 +258,7 @@ class EventBatchView(APIView):
         tags=["events"],
     )
     def post(self, request: Request, community: str) -> Response:
+        found = _community(request)
         envelope = EventBatchInputSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         items: list[Any] = envelope.validated_data["events"]
@@ -233,8 +267,13 @@ class EventBatchView(APIView):
         valid_events: list[EventInput] = []
         # One validator for every item: a serializer's fields are built (deep-copied) once,
         # not once per item, which was half the cost of a batch.
-        validator = EventInputSerializer()
+        validator = EventInputSerializer(context=_item_context(found))
         for position, item in enumerate(items):
+            if isinstance(item, RefusedItem):  # a value no item may hold (api.parsers)
+                results[position] = _batch_error(
+                    item.client_id, "validation_error", "The event is invalid.", item.errors
+                )
+                continue
             try:
                 data = validator.run_validation(item if item is not None else empty)
             except ValidationError as exc:
@@ -247,7 +286,7 @@ class EventBatchView(APIView):
                 continue
             valid_positions.append(position)
             valid_events.append(EventInputSerializer.event_from(data))
-        outcomes = events_ingest(community=_community(request), events=valid_events)
+        outcomes = events_ingest(community=found, events=valid_events)
         record_ingest(outcomes, {e.client_id: e.type for e in valid_events})
         for position, outcome in zip(valid_positions, outcomes, strict=True):
             results[position] = _batch_item(outcome)
@@ -270,14 +309,7 @@ def _batch_error(
 
 def _batch_item(outcome: IngestOutcome) -> dict[str, Any]:
     if outcome.status in (IngestStatus.ACCEPTED, IngestStatus.REPLAYED):
-        result = outcome.result or {}
-        return {
-            "id": outcome.client_id,
-            "status": outcome.status,
-            "points": result["points"],
-            "balance": result["balance"],
-            "awards": result["awards"],
-        }
+        return event_result(outcome)
     if outcome.status == IngestStatus.CONFLICT:
         return _batch_error(
             outcome.client_id,

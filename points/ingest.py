@@ -21,11 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -45,9 +48,80 @@ from points.selectors import RuleVersion, rules_in_force
 from points.timeutils import local_day, month_start, week_start
 
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+# How far before its community's creation an event may have happened (a bot importing a
+# group's history); ``EVENTS_BACKFILL_DAYS`` in the settings.
+DEFAULT_BACKFILL_DAYS = 365
+MEMBER_ID_MAX_LENGTH = 64
+DISPLAY_NAME_MAX_LENGTH = 200
+# Printable to Python yet blank to a reader: Hangul fillers, the blank Braille pattern, Khmer
+# inherent vowels, the combining grapheme joiner. Member ids also refuse variation selectors.
+_BLANK_LETTERS = "\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+_BLANK_IN_NAMES = re.compile(f"[{_BLANK_LETTERS}]")
+_BLANK_IN_IDS = re.compile(f"[{_BLANK_LETTERS}\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_COMBINING_PILE = re.compile(f"([{_COMBINING}]{{2}})[{_COMBINING}]+")
+_ZWJ = "\u200d"
 # In-memory tally spans; only DAY rows are stored. MONTH_DAYS: days of a month with a counted
 # event of the type (what a monthly quota counts).
 DAY, WEEK, MONTH, MONTH_DAYS = "day", "week", "month", "month_days"
+
+
+def member_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a member id, or None.
+
+    A member id is 1 to 64 printable characters (any script), without spaces, '/' or '\\',
+    and not '.' or '..': every accepted id can be read back through
+    ``…/members/<id>`` (percent-encoded where needed), and none hides control, bidirectional
+    or zero-width characters from the members who see it on a board."""
+    if not value:
+        return "must not be empty"
+    if len(value) > MEMBER_ID_MAX_LENGTH:
+        return f"must be at most {MEMBER_ID_MAX_LENGTH} characters"
+    if value in (".", ".."):
+        return "must not be '.' or '..' (a URL path cannot carry them)"
+    if "/" in value or "\\" in value:
+        return "must not contain '/' or '\\' (a URL path cannot carry them)"
+    if not value.isprintable() or " " in value or _BLANK_IN_IDS.search(value):
+        return (
+            "must not contain spaces, control characters, bidirectional or zero-width "
+            "formatting, or other invisible characters"
+        )
+    return None
+
+
+def display_name_clean(name: str) -> str:
+    """A display name as other members may see it: NFC; without control characters,
+    bidirectional overrides and isolates, zero-width characters (a zero-width joiner is kept
+    between two emoji) or blank letters; whitespace runs as one space; at most two combining
+    marks on a letter; at most 200 characters. Empty when nothing visible is left."""
+    if not (name.isascii() and name.isprintable()):
+        name = unicodedata.normalize("NFC", name)
+        kept: list[str] = []
+        for i, char in enumerate(name):
+            if char.isprintable():
+                if not _BLANK_IN_NAMES.match(char):
+                    kept.append(char)
+            elif char.isspace():
+                kept.append(" ")
+            elif char == _ZWJ and _joins_emoji(name, i):
+                kept.append(char)
+        name = _COMBINING_PILE.sub(r"\1", "".join(kept))
+    return " ".join(name.split())[:DISPLAY_NAME_MAX_LENGTH]
+
+
+def _joins_emoji(text: str, i: int) -> bool:
+    before = text[i - 1] if i > 0 else ""
+    after = text[i + 1] if i + 1 < len(text) else ""
+    emoji_before = before == "\ufe0f" or unicodedata.category(before or " ") in ("So", "Sk")
+    return emoji_before and unicodedata.category(after or " ") == "So"
+
+
+def occurred_at_window(community: Community, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """When an event may have happened: not before the community's creation minus its
+    backfill limit (``EVENTS_BACKFILL_DAYS``, 365 by default), not after ``now`` plus
+    ``MAX_CLOCK_SKEW`` (a bot's clock may run a little ahead). docs/rules.md says why."""
+    days = getattr(settings, "EVENTS_BACKFILL_DAYS", DEFAULT_BACKFILL_DAYS)
+    return community.created_at - dt.timedelta(days=days), now + MAX_CLOCK_SKEW
 
 
 def _month_end(start: dt.date) -> dt.date:
@@ -184,8 +258,18 @@ def _ingest_once(
         with transaction.atomic():
             _Batch(community, events, hashes, now).run(pending, outcomes)
 
+    # Later copies of an id: an id already stored is compared with the stored event (as its
+    # first copy was), never with a copy that conflicted with it; else with the first copy.
     for i, event in enumerate(events):
         if outcomes[i] is None:
+            found = stored.get(event.client_id)
+            if found is not None:
+                outcomes[i] = (
+                    IngestOutcome(event.client_id, IngestStatus.REPLAYED, found[1])
+                    if found[0] == hashes[i]
+                    else _conflict(event.client_id)
+                )
+                continue
             first = outcomes[first_index[event.client_id]]
             if first is None:
                 raise RuntimeError("the first copy of an id always has an outcome")
@@ -478,8 +562,8 @@ class _Batch:
             name = (
                 plan.event.meta.get("display_name") if isinstance(plan.event.meta, dict) else None
             )
-            if isinstance(name, str) and name.strip():
-                names[plan.event.member] = name.strip()[:200]
+            if isinstance(name, str) and (clean := display_name_clean(name)):
+                names[plan.event.member] = clean
         ordered = sorted(first_seen)
         # New members are inserted (DO NOTHING leaves existing rows untouched: no dead row
         # version per event), then every row is locked in order; both in one round trip.

@@ -24,6 +24,17 @@ from points.models import EventType
 BUILTIN_TYPES: frozenset[str] = frozenset(EventType.values)
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
+# Bounds on rule values, set by what the columns and the scoring arithmetic hold: awards,
+# event points and a day's tally per type are ``integer`` columns (2^31 - 1), so one event's
+# points and bonuses stay far below that (an event pays at most points + two bonuses); a
+# cooldown is bound as an ``int`` number of seconds; day counts are added to dates.
+INT32_MAX = 2**31 - 1
+MAX_POINTS = 1_000_000  # per event type, per bonus (as an adjustment's bound)
+MAX_COUNT = 1_000_000  # events in a day (diminishing.full/half)
+MAX_COOLDOWN_SECONDS = 366 * 24 * 3600
+MAX_STREAK_EVERY = 366  # days
+MAX_WINDOW_DAYS = 3660  # duplicate_content.window_days, expiry_days: ten years
+
 DEFAULT_RULES: dict[str, Any] = {
     "points": {
         "join": 0,
@@ -166,10 +177,15 @@ class _Parser:
     def error(self, path: str, message: str, code: str = "invalid") -> None:
         self.errors.append(FieldError(path, code, message))
 
-    def non_negative(self, value: Any, path: str, *, positive: bool = False) -> int | None:
+    def non_negative(
+        self, value: Any, path: str, *, positive: bool = False, most: int = INT32_MAX
+    ) -> int | None:
         low = 1 if positive else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             self.error(path, f"must be an integer ≥ {low}")
+            return None
+        if value > most:
+            self.error(path, f"must be at most {most}", "max_value")
             return None
         return value
 
@@ -179,7 +195,9 @@ class _Parser:
             return None
         return str(value)
 
-    def type_map(self, key: str, *, positive: bool = False) -> dict[str, int]:
+    def type_map(
+        self, key: str, *, positive: bool = False, most: int = INT32_MAX
+    ) -> dict[str, int]:
         raw = self.doc.get(key, {})
         out: dict[str, int] = {}
         if not isinstance(raw, dict):
@@ -188,7 +206,7 @@ class _Parser:
         for name, value in raw.items():
             if self.event_type(name, f"{key}.{name}") is None:
                 continue
-            number = self.non_negative(value, f"{key}.{name}", positive=positive)
+            number = self.non_negative(value, f"{key}.{name}", positive=positive, most=most)
             if number is not None:
                 out[name] = number
         return out
@@ -241,11 +259,11 @@ def parse_rules(document: Any) -> Rules:
                 custom.add(name)
     p.known = BUILTIN_TYPES | custom
 
-    points = p.type_map("points")
+    points = p.type_map("points", most=MAX_POINTS)
     daily_caps = p.type_map("daily_caps")
     weekly_caps = p.type_map("weekly_caps")
     monthly_caps = p.type_map("monthly_caps")
-    cooldowns = p.type_map("cooldowns", positive=True)
+    cooldowns = p.type_map("cooldowns", positive=True, most=MAX_COOLDOWN_SECONDS)
     min_length = p.type_map("min_length")
 
     total_raw = document.get("daily_total_cap", 200)
@@ -255,15 +273,15 @@ def parse_rules(document: Any) -> Rules:
     streak = None
     if (raw := p.section("streak", ("type", "every", "bonus"))) is not None:
         kind = p.event_type(raw["type"], "streak.type")
-        every = p.non_negative(raw["every"], "streak.every", positive=True)
-        bonus = p.non_negative(raw["bonus"], "streak.bonus")
+        every = p.non_negative(raw["every"], "streak.every", positive=True, most=MAX_STREAK_EVERY)
+        bonus = p.non_negative(raw["bonus"], "streak.bonus", most=MAX_POINTS)
         if kind and every and bonus is not None:
             streak = Streak(kind, every, bonus)
     quota = None
     if (raw := p.section("monthly_quota", ("type", "days", "bonus", "achievement"))) is not None:
         kind = p.event_type(raw["type"], "monthly_quota.type")
         days = p.non_negative(raw["days"], "monthly_quota.days", positive=True)
-        bonus = p.non_negative(raw["bonus"], "monthly_quota.bonus")
+        bonus = p.non_negative(raw["bonus"], "monthly_quota.bonus", most=MAX_POINTS)
         achievement = raw["achievement"]
         if not isinstance(achievement, str) or len(achievement) > 64:
             p.error("monthly_quota.achievement", "must be a name of at most 64 characters")
@@ -275,7 +293,12 @@ def parse_rules(document: Any) -> Rules:
     window = 30
     if (raw := p.section("duplicate_content", ("types", "window_days"))) is not None:
         duplicate_types = p.type_list(raw["types"], "duplicate_content.types")
-        window = p.non_negative(raw["window_days"], "duplicate_content.window_days") or 0
+        window = (
+            p.non_negative(
+                raw["window_days"], "duplicate_content.window_days", most=MAX_WINDOW_DAYS
+            )
+            or 0
+        )
 
     diminishing: dict[str, Diminishing] = {}
     dim_raw = document.get("diminishing", {})
@@ -289,15 +312,15 @@ def parse_rules(document: Any) -> Rules:
             if not isinstance(value, dict) or set(value) != {"full", "half"}:
                 p.error(path, "must be {full, half}")
                 continue
-            full = p.non_negative(value["full"], f"{path}.full")
-            half = p.non_negative(value["half"], f"{path}.half")
+            full = p.non_negative(value["full"], f"{path}.full", most=MAX_COUNT)
+            half = p.non_negative(value["half"], f"{path}.half", most=MAX_COUNT)
             if full is not None and half is not None:
                 diminishing[name] = Diminishing(full, half)
 
     expiry_raw = document.get("expiry_days")
     expiry = None
     if expiry_raw is not None:
-        expiry = p.non_negative(expiry_raw, "expiry_days", positive=True)
+        expiry = p.non_negative(expiry_raw, "expiry_days", positive=True, most=MAX_WINDOW_DAYS)
 
     if p.errors:
         raise RulesInvalid(p.errors)

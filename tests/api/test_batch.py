@@ -256,5 +256,5 @@ def test_item_whose_meta_postgres_cannot_store_is_invalid_and_the_others_are_sco
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["invalid", "accepted"]
-    assert results[0]["error"]["errors"][0]["field"] == "meta"
+    assert results[0]["error"]["errors"][0]["field"] == "meta.x"
     assert list(Event.objects.values_list("client_id", flat=True)) == ["ok"]

@@ -15,6 +15,9 @@ from points.models import DailyTally, Event, LedgerEntry, Member, PeriodTotal
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/communities/acme/events"
+# A recent local day: events may be back-dated only so far (the backfill limit).
+DAY = (timezone.now() - dt.timedelta(days=30)).date()
+NEXT_DAY = DAY + dt.timedelta(days=1)
 
 
 def _counts() -> dict[str, int]:
@@ -33,7 +36,7 @@ def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     body = response.json()
     assert body["status"] == status
     assert body["code"] == code
-    assert body["type"].endswith("/" + code)
+    assert body["type"].endswith("#" + code)
     assert body["title"]
     assert body["detail"]
     return body
@@ -47,7 +50,7 @@ CHECK_IN = {
     "id": "evt-1",
     "type": "check_in",
     "member": "alice",
-    "occurred_at": "2026-01-05T08:00:00+08:00",
+    "occurred_at": f"{DAY}T08:00:00+08:00",
     "meta": {"display_name": "Alice"},
 }
 
@@ -102,20 +105,20 @@ def test_replay_of_same_id_and_body_returns_200_with_identical_body_and_writes_n
 
     assert first.status_code == 201
     assert replay.status_code == 200
-    assert replay.json() == first.json()
+    assert replay.json() == {**first.json(), "status": "replayed"}
     assert _counts() == before
     assert Member.objects.get(external_id="alice").balance == 5
 
 
 def test_replay_with_same_instant_in_another_offset_is_a_replay(client_for):
     first = client_for.post(URL, CHECK_IN, format="json")
-    same_instant = {**CHECK_IN, "occurred_at": "2026-01-05T00:00:00Z"}
+    same_instant = {**CHECK_IN, "occurred_at": f"{DAY}T00:00:00Z"}
 
     replay = client_for.post(URL, same_instant, format="json")
 
     assert first.status_code == 201
     assert replay.status_code == 200
-    assert replay.json() == first.json()
+    assert replay.json() == {**first.json(), "status": "replayed"}
 
 
 @pytest.mark.parametrize(
@@ -123,7 +126,7 @@ def test_replay_with_same_instant_in_another_offset_is_a_replay(client_for):
     [
         {"member": "bob"},
         {"type": "message"},
-        {"occurred_at": "2026-01-05T09:00:00+08:00"},
+        {"occurred_at": f"{DAY}T09:00:00+08:00"},
         {"meta": {"display_name": "Alicia"}},
         {"group": "g-2"},
     ],
@@ -227,17 +230,17 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("null-member", {"id": "a", "type": "message", "member": None}, "member", "null"),
     ("empty-member", {"id": "a", "type": "message", "member": ""}, "member", "blank"),
     ("naive-occurred-at", {"id": "a", "type": "message", "member": "m",
-                           "occurred_at": "2026-01-05T08:00:00"}, "occurred_at", "naive"),
+                           "occurred_at": f"{DAY}T08:00:00"}, "occurred_at", "naive"),
     ("date-only-occurred-at", {"id": "a", "type": "message", "member": "m",
-                               "occurred_at": "2026-01-05"}, "occurred_at", None),
+                               "occurred_at": f"{DAY}"}, "occurred_at", None),
     ("garbage-occurred-at", {"id": "a", "type": "message", "member": "m",
                              "occurred_at": "yesterday"}, "occurred_at", "invalid"),
     ("meta-nul-in-value", {"id": "a", "type": "message", "member": "m",
-                           "meta": {"x": "a\u0000b"}}, "meta", "null_characters_not_allowed"),
+                           "meta": {"x": "a\u0000b"}}, "meta.x", "null_characters_not_allowed"),
     ("meta-nul-in-key", {"id": "a", "type": "message", "member": "m",
-                         "meta": {"\u0000": 1}}, "meta", "null_characters_not_allowed"),
+                         "meta": {"\u0000": 1}}, "meta.\\x00", "null_characters_not_allowed"),
     ("meta-nul-nested", {"id": "a", "type": "message", "member": "m",
-                         "meta": {"l": [{"y": "\u0000"}]}}, "meta",
+                         "meta": {"l": [{"y": "\u0000"}]}}, "meta.l[0].y",
      "null_characters_not_allowed"),
     ("id-nul", {"id": "a\u0000", "type": "message", "member": "m"}, "id", None),
     ("member-nul", {"id": "a", "type": "message", "member": "m\u0000"}, "member", None),
@@ -307,12 +310,14 @@ def test_occurred_at_within_the_clock_skew_allowance_is_accepted(client_for):
 def test_occurred_at_in_utc_with_z_suffix_is_accepted(client_for):
     response = client_for.post(
         URL,
-        {"id": "z-1", "type": "message", "member": "m", "occurred_at": "2026-01-05T00:00:00Z"},
+        {"id": "z-1", "type": "message", "member": "m", "occurred_at": f"{DAY}T00:00:00Z"},
         format="json",
     )
 
     assert response.status_code == 201, response.content
-    assert Event.objects.get(client_id="z-1").occurred_at == dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    assert Event.objects.get(client_id="z-1").occurred_at == dt.datetime.combine(
+        DAY, dt.time(), tzinfo=dt.UTC
+    )
 
 
 def test_occurred_at_defaults_to_the_time_received(client_for):
@@ -385,8 +390,8 @@ def test_display_name_from_meta_is_stored_on_the_member(client_for):
 
 def test_second_check_in_same_local_day_scores_nothing_with_cap_first_per_day(client_for):
     first = client_for.post(URL, CHECK_IN, format="json")
-    same_day = {**CHECK_IN, "id": "evt-2", "occurred_at": "2026-01-05T23:59:00+08:00"}
-    next_day = {**CHECK_IN, "id": "evt-3", "occurred_at": "2026-01-06T00:00:00+08:00"}
+    same_day = {**CHECK_IN, "id": "evt-2", "occurred_at": f"{DAY}T23:59:00+08:00"}
+    next_day = {**CHECK_IN, "id": "evt-3", "occurred_at": f"{NEXT_DAY}T00:00:00+08:00"}
 
     second = client_for.post(URL, same_day, format="json")
     third = client_for.post(URL, next_day, format="json")
