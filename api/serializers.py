@@ -18,6 +18,16 @@ from points.rules import TYPE_NAME
 from points.services import MAX_CLOCK_SKEW, EventInput
 
 META_MAX_BYTES = 4096
+_TIMESTAMP = serializers.DateTimeField()
+
+
+def timestamp(value: dt.datetime | str) -> str:
+    """The one format of every timestamp the API answers: RFC 3339 in UTC with ``Z``, as
+    DRF's ``DateTimeField`` renders (fraction of a second only when there is one). Takes an
+    aware datetime or its ISO text (as stored in JSON results)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return str(_TIMESTAMP.to_representation(value))
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -212,7 +222,11 @@ class AwardSerializer(serializers.Serializer):
 
 class EventResultSerializer(serializers.Serializer):
     id = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["accepted", "replayed"],
+        help_text="`accepted` the first time (201); `replayed` when the same id and body come "
+        "again (200), the rest of the body byte for byte as the first time.",
+    )
     points = serializers.IntegerField()
     balance = serializers.IntegerField()
     rule_version = serializers.IntegerField()
@@ -226,10 +240,14 @@ class ProblemFieldSerializer(serializers.Serializer):
 
 
 class BatchItemResultSerializer(serializers.Serializer):
+    """An accepted or replayed item is the single endpoint's body; any other carries
+    ``error``."""
+
     id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=["accepted", "replayed", "conflict", "invalid"])
     points = serializers.IntegerField(required=False)
     balance = serializers.IntegerField(required=False)
+    rule_version = serializers.IntegerField(required=False)
     awards = AwardSerializer(many=True, required=False)
     error = serializers.DictField(required=False, help_text="{code, message, errors[]}")
 
@@ -331,7 +349,7 @@ class MemberOutputSerializer(serializers.ModelSerializer):
     def get_achievements(self, obj: Member) -> list[dict[str, Any]]:
         from points.selectors import member_achievements
 
-        return member_achievements(obj)
+        return [{**a, "awarded_at": timestamp(a["awarded_at"])} for a in member_achievements(obj)]
 
     def get_expiring(self, obj: Member) -> list[dict[str, Any]]:
         from points.expiry import points_expiring
@@ -404,3 +422,13 @@ class MemberTokenSerializer(serializers.Serializer):
     token = serializers.CharField()
     url = serializers.URLField()
     expires_at = serializers.DateTimeField()
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` only: ``"yes"``, ``1`` or ``"false"`` are refused, not coerced (the
+    schema says ``type: boolean``, and a string "false" read as true would be a trap)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data

@@ -93,13 +93,16 @@ class EventCreateView(APIView):
         summary="Post one contribution event",
         description=(
             "Stores, scores and posts the event to the ledger in one transaction. Posting the "
-            "same `id` again returns the first result with 200; the same `id` with a different "
-            "body is a 409 conflict. Unknown members are created on their first event."
+            "same `id` and body again answers 200 with the first result, `status` "
+            "`replayed` (as in a batch); the same `id` with a different body is a 409 "
+            "conflict. Unknown members are created on their first event."
         ),
         request=EventInputSerializer,
         responses={
             201: EventResultSerializer,
-            200: OpenApiResponse(EventResultSerializer, description="Replay: the first result."),
+            200: OpenApiResponse(
+                EventResultSerializer, description="Replay: the first result, `replayed`."
+            ),
             400: schema.PROBLEM,
             401: schema.PROBLEM,
             403: schema.PROBLEM,
@@ -136,12 +139,35 @@ class EventCreateView(APIView):
                             "gross": 5,
                             "capped": False,
                             "cap": None,
-                            "member": "u-10086",
+                            "member": "wxid_alice",
                         }
                     ],
                 },
                 response_only=True,
-                status_codes=["201", "200"],
+                status_codes=["201"],
+            ),
+            OpenApiExample(
+                "Replayed",
+                value={
+                    "id": "wx-msg-20261123-0001",
+                    "status": "replayed",
+                    "points": 5,
+                    "balance": 125,
+                    "rule_version": 1,
+                    "awards": [
+                        {
+                            "rule": "points.check_in",
+                            "points": 5,
+                            "base": 5,
+                            "gross": 5,
+                            "capped": False,
+                            "cap": None,
+                            "member": "wxid_alice",
+                        }
+                    ],
+                },
+                response_only=True,
+                status_codes=["200"],
             ),
             schema.example_problem(
                 409,
@@ -223,6 +249,7 @@ class EventBatchView(APIView):
                             "status": "accepted",
                             "points": 1,
                             "balance": 1,
+                            "rule_version": 1,
                             "awards": [
                                 {
                                     "rule": "points.message",
@@ -231,7 +258,7 @@ class EventBatchView(APIView):
                                     "gross": 1,
                                     "capped": False,
                                     "cap": None,
-                                    "member": "u-10086",
+                                    "member": "wxid_bob",
                                 }
                             ],
                         },

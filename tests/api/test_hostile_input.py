@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ from rest_framework.test import APIClient
 from api.parsers import MAX_DEPTH
 from points.exceptions import RulesInvalid
 from points.ingest import display_name_clean, member_id_problem
-from points.models import Community, Event, LedgerEntry, Member, RuleSet
+from points.models import AwardOnce, Community, Event, LedgerEntry, Member, RuleSet
 from points.rules import DEFAULT_RULES, MAX_POINTS, parse_rules
 from points.services import EventInput, events_ingest
 
@@ -654,3 +655,39 @@ def test_batch_replay_of_a_batch_is_byte_identical(client_for):
 
     assert [r["status"] for r in second.json()["results"]] == ["replayed", "replayed"]
     assert third.content == second.content
+
+
+# --- timestamps: one format ----------------------------------------------------------------------
+
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+
+def _timestamps(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _timestamps(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _timestamps(v)]
+    if isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\dT", value):
+        return [value]
+    return []
+
+
+def test_member_and_ledger_timestamps_use_one_format(client_for, community):
+    client_for.post(EVENTS, _message("e", member="alice"), format="json")
+    member = Member.objects.get(external_id="alice")
+    AwardOnce.objects.create(
+        community=community,
+        key=f"quota:{member.pk}:2026-11",
+        member=member,
+        event=Event.objects.get(client_id="e"),
+        kind="quota",
+        achievement="monthly_check_in",
+        created_at=timezone.now(),
+    )
+
+    detail = client_for.get(f"{BASE}/members/alice").json()
+    ledger = client_for.get(f"{BASE}/members/alice/ledger").json()
+
+    found = _timestamps(detail) + _timestamps(ledger)
+    assert detail["achievements"][0]["awarded_at"] in found
+    assert [t for t in found if not TIMESTAMP.fullmatch(t)] == []
