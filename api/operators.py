@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
-from api.serializers import StrictCharField, StrictRegexField
+from api.serializers import StrictBooleanField, StrictCharField, StrictRegexField
 from points.adjustments import AdjustmentInput, adjustment_create
 from points.exceptions import FieldError, RulesInvalid
 from points.models import Community, RuleSet, Scope
@@ -34,7 +34,7 @@ class AdjustmentInputSerializer(serializers.Serializer):
         min_value=-1_000_000, max_value=1_000_000, help_text="Non-zero; negative takes points."
     )
     reason = StrictCharField(max_length=500, help_text="Required; shown in the ledger.")
-    create_member = serializers.BooleanField(
+    create_member = StrictBooleanField(
         required=False,
         default=False,
         help_text="Create the member if the community does not know them (a credit only); "
@@ -128,7 +128,7 @@ class RulesInputSerializer(serializers.Serializer):
         "most 366 days ahead.",
     )
     note = StrictCharField(max_length=500, required=False, allow_blank=True)
-    confirm_zero = serializers.BooleanField(
+    confirm_zero = StrictBooleanField(
         required=False,
         default=False,
         help_text="Required (true) to publish a rule set under which no event type scores "

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import events, leaderboards, operators, views
+from api import events, incentives, leaderboards, operators, views
 
 
 class MemberIdConverter:
@@ -65,5 +65,38 @@ urlpatterns = [
         "communities/<slug:community>/leaderboard",
         leaderboards.LeaderboardView.as_view(),
         name="leaderboard",
+    ),
+    # incentives: roles, tiers, KOC, honor rolls
+    path(
+        "communities/<slug:community>/members/<member:member>/role",
+        incentives.MemberRoleView.as_view(),
+        name="member-role",
+    ),
+    path(
+        "communities/<slug:community>/members/<member:member>/tiers",
+        incentives.MemberTiersView.as_view(),
+        name="member-tiers",
+    ),
+    path(
+        "communities/<slug:community>/members/<member:member>/tier-lock",
+        incentives.MemberTierLockView.as_view(),
+        name="member-tier-lock",
+    ),
+    path("communities/<slug:community>/tiers", incentives.TiersView.as_view(), name="tiers"),
+    path("communities/<slug:community>/koc", incentives.KocListView.as_view(), name="koc"),
+    path(
+        "communities/<slug:community>/koc/<member:member>/confirm",
+        incentives.KocConfirmView.as_view(),
+        name="koc-confirm",
+    ),
+    path(
+        "communities/<slug:community>/koc/<member:member>/dismiss",
+        incentives.KocDismissView.as_view(),
+        name="koc-dismiss",
+    ),
+    path(
+        "communities/<slug:community>/honor-rolls/<str:month>",
+        incentives.HonorRollView.as_view(),
+        name="honor-roll",
     ),
 ]
