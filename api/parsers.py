@@ -112,16 +112,20 @@ def loads_strict(text: str, *, mark_long_integers: bool = False) -> tuple[Any, b
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether containers nest deeper than ``limit`` (iterative: no recursion to exhaust)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """Whether containers nest deeper than ``limit`` (``value`` itself is level 1), level by
+    level: no recursion to exhaust, no allocation per node."""
+    level = [value]
+    depth = 1
+    while level:
         if depth > limit:
             return True
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        below: list[Any] = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 
@@ -205,6 +209,8 @@ def check_parsed(data: Any, item_list: str | None, *, refused: bool, strings: bo
             _problems(envelope, "", errors, strings=strings)
         if errors:
             raise _refused(errors)
+        if not (refused or strings) and not _too_deep(items, MAX_DEPTH + 1):
+            return data  # the list is one level above its items
         checked = list(items)
         for index, item in enumerate(items):
             if not isinstance(item, dict | list):
@@ -249,7 +255,12 @@ class LimitedJSONParser(parsers.JSONParser):
         item_list = getattr(view, "json_item_list", None)
         try:
             text = raw.decode("utf-8")
-            data, refused = loads_strict(text, mark_long_integers=item_list is not None)
+            try:
+                data, refused = loads_strict(text)
+            except ValueError as exc:  # marking long integers costs every integer: on demand
+                if item_list is None or "integer string conversion" not in str(exc):
+                    raise
+                data, refused = loads_strict(text, mark_long_integers=True)
         except RecursionError as exc:
             raise exceptions.ParseError("Malformed JSON: nested too deeply to parse.") from exc
         except (ValueError, UnicodeDecodeError) as exc:
