@@ -19,12 +19,11 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin app
 
-# Dependencies first (from pyproject.toml alone), so that a code change reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies first, at the exact versions the tests ran with (requirements/lock.txt, made by
+# `make lock` from pyproject.toml), so that a code change reuses this layer and an image built
+# next year gets the same versions.
+COPY requirements/lock.txt ./requirements/lock.txt
+RUN pip install -r requirements/lock.txt
 
 # Then the project itself. PYTHONPATH=/app makes every process import the source tree (with its
 # templates and locale files) rather than the installed copy.

@@ -3,16 +3,33 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Exact versions, tested together: the service and its dev tools (requirements/lock.txt is the
+# service alone, for the Docker image). pyproject.toml keeps the ranges for people who install
+# the package; `make lock` re-pins after a change there.
+LOCK   := requirements/lock-dev.txt
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --quiet \
+	--custom-compile-command "make lock"
 
-.PHONY: run test install lint typecheck check bench migrate fuzz clean
+.PHONY: run test install lock lint typecheck check bench migrate fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	@$(BIN)/pip check >/dev/null || { $(BIN)/pip check; \
+		echo "pyproject.toml needs what $(LOCK) lacks: run make lock"; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-pin requirements/lock.txt and lock-dev.txt from pyproject.toml (keeps current pins that
+## still fit; `make lock UPGRADE=1` takes the newest versions). Commit them with pyproject.toml.
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv; }
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o requirements/lock.txt
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) --extra dev -c requirements/lock.txt \
+		-o requirements/lock-dev.txt
 
 ## Install into .venv and run the whole service: migrations, API (gunicorn), Celery worker and beat.
 run: $(STAMP)

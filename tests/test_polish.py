@@ -4,6 +4,7 @@ admin, installs."""
 from __future__ import annotations
 
 import http.client
+import importlib.metadata
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ from django.contrib import admin
 from django.core.management import call_command
 from django.db.models import DateTimeField
 from django.test import Client
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from rest_framework.test import APIClient
 
 from api.errors import ERROR_CODES
@@ -405,3 +410,56 @@ def test_a_reversal_that_fails_leaves_no_audit_row(monkeypatch):
 
     assert not AuditLog.objects.filter(community=community, action="event.reverse").exists()
     assert not LedgerEntry.objects.filter(community=community, kind="reversal").exists()
+
+
+# --- Reproducible installs ---------------------------------------------------------------
+
+
+def _pins(path: Path) -> dict[str, tuple[str, str]]:
+    """``name -> (version, marker)`` of a lock file; every requirement must be ``==``."""
+    pins: dict[str, tuple[str, str]] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement = Requirement(line)
+        [spec] = list(requirement.specifier)
+        assert spec.operator == "==", line
+        pins[canonicalize_name(requirement.name)] = (spec.version, str(requirement.marker or ""))
+    return pins
+
+
+def test_lock_files_pin_every_dependency_of_pyproject_within_its_range():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _pins(ROOT / "requirements" / "lock.txt")
+    dev = _pins(ROOT / "requirements" / "lock-dev.txt")
+
+    everything = project["dependencies"] + project["optional-dependencies"]["dev"]
+
+    for wanted, lock in ((project["dependencies"], runtime), (everything, dev)):
+        for line in wanted:
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{name} is not in the lock: run make lock"
+            assert requirement.specifier.contains(lock[name][0], prereleases=True), name
+    for locked, pin in runtime.items():
+        assert dev[locked] == pin, f"{locked}: the two locks disagree"
+
+
+def test_the_environment_running_the_tests_is_the_locked_one():
+    for name, (version, marker) in _pins(ROOT / "requirements" / "lock-dev.txt").items():
+        if marker and not Marker(marker).evaluate():
+            continue
+        assert importlib.metadata.version(name) == version, f"{name}: make install"
+
+
+def test_makefile_ci_and_image_install_from_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+
+    assert "LOCK   := requirements/lock-dev.txt" in makefile
+    assert "$(STAMP): pyproject.toml $(LOCK)" in makefile
+    assert "pip install --quiet -r $(LOCK)" in makefile
+    assert "pip install --quiet --no-deps -e ." in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI goes through the Makefile
+    assert "RUN pip install -r requirements/lock.txt" in dockerfile
+    assert "pip install --no-deps ." in dockerfile
