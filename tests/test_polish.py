@@ -8,6 +8,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -463,3 +464,47 @@ def test_makefile_ci_and_image_install_from_the_lock():
     assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI goes through the Makefile
     assert "RUN pip install -r requirements/lock.txt" in dockerfile
     assert "pip install --no-deps ." in dockerfile
+
+
+# --- make test and Chromium --------------------------------------------------------------
+
+
+def _ensure_chromium(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """scripts/ensure-chromium.sh as root on a machine with apt-get and no browser: ``id``
+    and ``apt-get`` are stand-ins, and ``apt-get`` only records that it was called."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    called = tmp_path / "apt-get-called"
+    (fake / "id").write_text("#!/bin/sh\necho 0\n")
+    (fake / "apt-get").write_text(f'#!/bin/sh\necho "$@" >> {called}\n')
+    for tool in ("id", "apt-get"):
+        (fake / tool).chmod(0o755)
+    (fake / "grep").symlink_to(shutil.which("grep") or "/bin/grep")
+    done = subprocess.run(  # noqa: S603 - our own script
+        ["/bin/bash", str(ROOT / "scripts" / "ensure-chromium.sh")],  # noqa: S607
+        env={"PATH": str(fake), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done, called
+
+
+def test_make_test_installs_chromium_with_apt_when_run_as_root(tmp_path):
+    done, called = _ensure_chromium(tmp_path)
+
+    assert done.returncode == 0
+    assert "installing chromium" in done.stdout
+    assert "install -y -qq chromium fonts-wqy-zenhei" in called.read_text()
+
+
+def test_skip_chromium_install_installs_nothing_and_the_readme_says_so(tmp_path):
+    done, called = _ensure_chromium(tmp_path, SKIP_CHROMIUM_INSTALL="1")
+
+    assert done.returncode == 0
+    assert "SKIP_CHROMIUM_INSTALL=1" in done.stdout
+    assert not called.exists()
+    readme = (ROOT / "README.md").read_text()
+    assert "scripts/ensure-chromium.sh" in readme
+    assert "SKIP_CHROMIUM_INSTALL=1 make" in readme
