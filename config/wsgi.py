@@ -18,6 +18,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 django_application = get_wsgi_application()
 
+from config.observability import access_log  # noqa: E402 - after Django is set up
+
 StartResponse = Callable[..., Any]
 
 
@@ -45,9 +47,18 @@ def _too_large(start_response: StartResponse, limit: int) -> list[bytes]:
 def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if chunked and not environ.get("CONTENT_LENGTH"):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
-        body = environ["wsgi.input"].read(limit + 1)
-        if len(body) > limit:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # None: no limit
+        body = (
+            environ["wsgi.input"].read() if limit is None else environ["wsgi.input"].read(limit + 1)
+        )
+        if limit is not None and len(body) > limit:
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            access_log.info(
+                "%s %s 413",
+                method,
+                path,
+                extra={"method": method, "path": path, "route": "unmatched", "status": 413},
+            )
             return _too_large(start_response, limit)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))

@@ -23,11 +23,13 @@ import pytest
 from django.conf import settings
 from django.contrib import admin
 from django.core.management import call_command
+from django.db import connection
 from django.db.models import DateTimeField
 from django.test import Client
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from psycopg.conninfo import make_conninfo
 from rest_framework.test import APIClient
 
 from api.errors import ERROR_CODES
@@ -35,7 +37,6 @@ from points.corrections import event_reverse
 from points.exceptions import DomainError
 from points.models import AuditLog, LedgerEntry, Member
 from points.services import EventInput, api_key_create, community_create, events_ingest
-from tests.test_celery_worker import _test_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,14 +109,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(
-    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
+def served(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """gunicorn as ``make run`` and the Docker image start it (``config/gunicorn_conf.py``),
     one sync worker, against this run's test database."""
     tmp = tmp_path_factory.mktemp("polish-server")
-    with django_db_blocker.unblock():
-        database_url = _test_database_url()
+    db = connection.settings_dict  # this run's test database, as a libpq DSN
+    database_url = make_conninfo(
+        dbname=db["NAME"],
+        user=db["USER"] or None,
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+    )
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -251,6 +256,9 @@ def test_chunked_body_over_the_limit_is_a_413_problem(served):
     assert response.status == 413
     assert response.getheader("Content-Type") == "application/problem+json"
     assert json.loads(response.read())["code"] == "payload_too_large"
+    time.sleep(0.3)  # the worker's log line reaches the file
+    logged = [line for line in served.log.read_text().splitlines() if '"status": 413' in line]
+    assert len(logged) == 1, logged  # the one access line, though Django never saw it
 
 
 def test_one_log_line_per_request_the_apps_access_line(served):
