@@ -223,12 +223,10 @@ def say(text: str | Promise, fallback: str | Promise = "") -> str:
     return str(fallback) if fallback else str(_("The request was refused."))
 
 
-def title_for(code: str, status_code: int, default: str | Promise = "") -> str:
+def title_for(code: str, status_code: int) -> str:
+    """The documented title of ``code``, else a generic one for the status."""
     entry = _BY_CODE.get(code)
-    if entry is not None:
-        return str(entry.title)
-    return say(default or _GENERIC_TITLE.get(status_code, _("Request refused")),
-               _GENERIC_TITLE.get(status_code, _("Request refused")))  # fmt: skip
+    return str(entry.title if entry else _GENERIC_TITLE.get(status_code, _("Request refused")))
 
 
 def problem(
