@@ -445,8 +445,11 @@ class MemberLedgerView(ListAPIView[LedgerEntry]):
     @extend_schema(
         operation_id="members_ledger",
         summary="A member's ledger entries, newest first",
+        description="Pass on `next` or `previous` as given: any other `cursor` is a 400 naming "
+        "`cursor`.",
         responses={
             200: LedgerEntryOutputSerializer(many=True),
+            400: schema.PROBLEM,
             401: schema.PROBLEM,
             403: schema.PROBLEM,
             404: schema.PROBLEM,
