@@ -114,15 +114,14 @@ def rank_body(result: MemberRank) -> dict[str, Any]:
 def member_rank_fresh(
     community: Community, external_id: str, period: Period, neighbours: int = 3
 ) -> MemberRank | None:
-    """``member_rank_lookup``, after building the period's first snapshot if there is none (a
-    stale one is served while a rebuild is queued: see ``rank_snapshot_ensure``)."""
+    """``member_rank_lookup``; a missing or stale snapshot queues a rebuild (the read serves
+    what is there: reads never write, see ``rank_snapshot_ensure``)."""
     result = member_rank_lookup(community, external_id, period, neighbours)
     if result is None:
         return None
-    if rank_snapshot_ensure(
+    rank_snapshot_ensure(
         community=community, kind=period.kind, start=period.start, built_at=result.built_at
-    ):
-        result = member_rank_lookup(community, external_id, period, neighbours) or result
+    )
     return result
 
 

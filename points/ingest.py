@@ -26,6 +26,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -224,10 +225,19 @@ def events_ingest(
     now = now or timezone.now()
     for _attempt in range(5):
         try:
-            return _ingest_once(community, events, now)
+            outcomes = _ingest_once(community, events, now)
         except _ConcurrentDuplicate:
             continue
+        if any(o.status == IngestStatus.ACCEPTED for o in outcomes):
+            transaction.on_commit(partial(_refresh_ranks, community.pk))
+        return outcomes
     raise RuntimeError("event ingestion kept racing with concurrent duplicates")
+
+
+def _refresh_ranks(community_id: int) -> None:
+    from points.services import rank_refresh_soon
+
+    rank_refresh_soon(community_id)
 
 
 def _ingest_once(

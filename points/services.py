@@ -345,10 +345,11 @@ _UNKNOWN = object()
 def rank_snapshot_ensure(
     *, community: Community, kind: str, start: dt.date, built_at: Any = _UNKNOWN
 ) -> bool:
-    """Make sure a read finds a snapshot: build the first one now (returns True); if the one
-    there is older than a minute (the beat job normally keeps current periods within 30 s),
-    queue a rebuild and serve the one there meanwhile. ``built_at``, when the caller already
-    read it, saves the query."""
+    """What a read does about the snapshot it is served from: never build (reads never write);
+    when there is none yet, or the one there is older than ``2 × RANK_FRESHNESS``, queue a
+    rebuild (at most once per ``RANK_FRESHNESS`` per process and period) and serve what is
+    there meanwhile. Returns whether a rebuild was queued. ``built_at``, when the caller
+    already read it, saves the query."""
     import logging
     import time
 
@@ -363,21 +364,46 @@ def rank_snapshot_ensure(
             .values_list("built_at", flat=True)
             .first()
         )
-    if built_at is None:
-        rank_snapshot_build(community=community, kind=kind, start=start, force=True)
-        return True
-    if timezone.now() - built_at > 2 * RANK_FRESHNESS:
-        from points.tasks import rank_snapshot_build_period
+    if built_at is not None and timezone.now() - built_at <= 2 * RANK_FRESHNESS:
+        return False
+    from points.tasks import rank_snapshot_build_period
 
-        key = (community.pk, kind, start)
-        if time.monotonic() - _rebuild_queued_at.get(key, -1e9) < RANK_FRESHNESS.total_seconds():
-            return False  # this process queued one a moment ago
-        _rebuild_queued_at[key] = time.monotonic()
-        try:
-            rank_snapshot_build_period.delay(community.pk, kind, start.isoformat())
-        except Exception:  # noqa: BLE001 - a broker outage must not fail a read
-            logging.getLogger(__name__).warning("could not queue a rank rebuild", exc_info=True)
-    return False
+    key = (community.pk, kind, start)
+    if time.monotonic() - _rebuild_queued_at.get(key, -1e9) < RANK_FRESHNESS.total_seconds():
+        return False  # this process queued one a moment ago
+    _rebuild_queued_at[key] = time.monotonic()
+    try:
+        rank_snapshot_build_period.delay(community.pk, kind, start.isoformat())
+    except Exception:  # noqa: BLE001 - a broker outage must not fail a read
+        logging.getLogger(__name__).warning("could not queue a rank rebuild", exc_info=True)
+        return False
+    return True
+
+
+RANK_REFRESH_DELAY = 1.0  # seconds: events within it share one rebuild
+_refresh_due: dict[int, float] = {}
+
+
+def rank_refresh_soon(community_id: int) -> bool:
+    """After a commit that wrote points: queue a rebuild of the community's current periods in
+    ``RANK_REFRESH_DELAY`` seconds, unless this process has one queued that has not started
+    yet (debounce: a burst of events costs one rebuild, and a member's new points reach the
+    leaderboard within seconds, not at the next 30-second beat). Returns whether it queued."""
+    import logging
+    import time
+
+    now = time.monotonic()
+    if now < _refresh_due.get(community_id, 0.0):
+        return False
+    _refresh_due[community_id] = now + RANK_REFRESH_DELAY
+    from points.tasks import rank_snapshots_refresh_community
+
+    try:
+        rank_snapshots_refresh_community.apply_async((community_id,), countdown=RANK_REFRESH_DELAY)
+    except Exception:  # noqa: BLE001 - the beat refresh catches up within 30 s
+        logging.getLogger(__name__).warning("could not queue a rank refresh", exc_info=True)
+        return False
+    return True
 
 
 # --- member tokens ------------------------------------------------------------------------------

@@ -9,17 +9,14 @@ from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from incentives.standing import member_standing
 from points.exceptions import InvalidMemberToken
 from points.models import Member, PeriodKind
 from points.selectors import (
     BoardRow,
     leaderboard_page,
-    member_achievements,
     member_from_token,
     member_ledger,
-    member_rank,
-    member_streak,
-    period_resolve,
 )
 from points.services import rank_snapshot_ensure
 
@@ -62,6 +59,30 @@ def _achievement(code: str) -> str:
     return str(words.get(code, code))
 
 
+def _honor(category: str) -> str:
+    """An honor roll category in words."""
+    words = {
+        "top_points": _("Top points"),
+        "full_attendance": _("Full attendance"),
+        "best_content": _("Best content"),
+        "most_helpful": _("Most helpful"),
+        "top_inviters": _("Top inviter"),
+        "new_kocs": _("New KOC"),
+        "promotions": _("Promoted"),
+    }
+    return str(words.get(category, category))
+
+
+def _figure(name: str) -> str:
+    words = {
+        "points": _("points"),
+        "check_in_days": _("check-in days"),
+        "featured": _("featured posts"),
+        "koc": _("KOC"),
+    }
+    return str(words.get(name, name))
+
+
 def _lang(request: HttpRequest) -> str:
     lang = request.GET.get("lang", "zh-hans")
     return "en" if lang.lower().startswith("en") else "zh-hans"
@@ -78,27 +99,35 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
+    """Everything shown comes from ``member_standing`` (the API's member endpoint reads the
+    same); this page reads only: a missing or stale snapshot is queued, never built here."""
     community = member.community
-    ranks = {}
-    for kind in (PeriodKind.MONTH, PeriodKind.ALL_TIME):
-        period = period_resolve(community, kind)
-        rank = member_rank(community, member, period)
-        if rank_snapshot_ensure(
-            community=community, kind=period.kind, start=period.start, built_at=rank.built_at
-        ):
-            rank = member_rank(community, member, period)  # the period's first snapshot
-        ranks[kind.value] = rank
-    month = ranks[PeriodKind.MONTH.value].period
-    board: list[BoardRow] = leaderboard_page(community, month, 0, BOARD_SIZE)
+    standing = member_standing(member)
+    ranks = standing.ranks
     mine = ranks[PeriodKind.MONTH.value]
+    for rank in ranks.values():
+        rank_snapshot_ensure(
+            community=community,
+            kind=rank.period.kind,
+            start=rank.period.start,
+            built_at=rank.built_at,
+        )
+    month = mine.period
+    board: list[BoardRow] = leaderboard_page(community, month, 0, BOARD_SIZE)
     in_board = any(r.member == member.external_id for r in board)
     history = [
         {
             "points": e.points,
             "reason": _reason(e.rule, e.kind, e.reason),
-            "at": e.created_at,
+            # when it happened (the event), not when the entry was written
+            "at": e.event.occurred_at if e.event is not None else e.created_at,
         }
         for e in member_ledger(member)[:HISTORY_SIZE]
+    ]
+    tier = standing.tier
+    honors = [
+        f"{_honor(h.category)} · {h.month}" + (f" · #{h.rank}" if h.rank > 1 else "")
+        for h in standing.honors
     ]
     return {
         "lang": lang,
@@ -112,9 +141,17 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
         "board": board,
         "me_in_board": in_board,
         "history": history,
-        "streak": member_streak(member),
-        "honors": [
-            f"{_achievement(a['code'])} · {a['period']}" for a in member_achievements(member)
+        "streak": standing.streak,
+        "honors": honors,
+        "achievements": [
+            f"{_achievement(a['code'])} · {a['period']}" for a in standing.achievements
         ],
-        "tier": None,
+        "tier": tier.tier.name(lang),
+        "next_tier": tier.next_tier.name(lang) if tier.next_tier else None,
+        "tier_progress": tier.progress,
+        "tier_criteria": [
+            {"label": _figure(c.figure), "value": c.value, "required": c.required}
+            for c in tier.criteria
+        ],
+        "koc": standing.koc,
     }

@@ -188,12 +188,13 @@ def test_ledger_cursor_is_stable_while_new_entries_are_appended(client_for):
     assert second["next"] is None
 
 
-def test_ledger_with_a_garbage_cursor_is_404_problem(client_for):
+def test_ledger_with_a_garbage_cursor_is_400_naming_the_cursor(client_for):
     _post(client_for, _share_on_day("a0", 1))
 
     response = client_for.get(f"{BASE}/members/alice/ledger?cursor=not-a-cursor")
 
-    _assert_problem(response, 404, "not_found")
+    _assert_problem(response, 400, "validation_error")
+    assert response.json()["errors"][0]["field"] == "cursor"
 
 
 def test_member_without_entries_has_an_empty_ledger(client_for, community):

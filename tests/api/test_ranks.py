@@ -19,6 +19,7 @@ from points.services import (
     community_create,
     events_ingest,
     member_token_issue,
+    rank_snapshot_build,
 )
 
 SH = dt.timezone(dt.timedelta(hours=8))
@@ -43,6 +44,18 @@ def _board(client: APIClient, query: str = "period=all_time") -> list[tuple[str,
     response = client.get(f"{API}/leaderboard?{query}")
     assert response.status_code == 200, response.content
     return [(r["member"], r["rank"], r["points"]) for r in response.json()["results"]]
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queued tasks run in this process (the rebuild a read queues; the worker has its own
+    tests): reads still never build inline, they queue, and the queue runs at once."""
+    from config.celery import app
+    from points import services
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    monkeypatch.setitem(app.conf, "task_eager_propagates", True)
+    monkeypatch.setattr(services, "_rebuild_queued_at", {})
 
 
 def _rebuild(community: Community) -> None:
@@ -142,6 +155,7 @@ def test_rank_percentile_neighbours_and_live_points_beside_the_snapshot(
 ) -> None:
     for i, count in enumerate([9, 8, 7, 6, 5, 4, 3, 2]):
         _shares(community, f"m{i}", count, kind="message")  # 1 point each
+    _rebuild(community)  # what the refresh queued after those commits does
 
     rank = client_for.get(f"{API}/members/m4/rank?period=all_time").json()
     assert (rank["rank"], rank["total"], rank["percentile"]) == (5, 8, 50.0)
@@ -160,6 +174,7 @@ def test_member_detail_carries_all_time_and_month_ranks(
 ) -> None:
     _shares(community, "ann", 2)
     _shares(community, "bob", 1)
+    _rebuild(community)
     body = client_for.get(f"{API}/members/bob").json()
     assert (body["ranks"]["all_time"]["rank"], body["ranks"]["month"]["rank"]) == (2, 2)
     assert body["ranks"]["all_time"]["total"] == 2
@@ -296,6 +311,8 @@ def test_a_past_month_rank_counts_only_that_local_month(
 ) -> None:
     _shares(community, "late", 1, dt.datetime(2026, 10, 31, 23, 59, tzinfo=SH))
     _shares(community, "early", 2, dt.datetime(2026, 11, 1, 0, 1, tzinfo=SH))
+    for month in (dt.date(2026, 10, 1), dt.date(2026, 11, 1)):
+        rank_snapshot_build(community=community, kind="month", start=month)
 
     october = client_for.get(f"{API}/members/late/rank?period=month&month=2026-10").json()
     assert (october["period"], october["rank"], october["points"], october["total"]) == (
@@ -319,6 +336,7 @@ def test_a_snapshot_older_than_a_minute_is_rebuilt_on_read(
     monkeypatch.setattr(services, "_rebuild_queued_at", {})
     _shares(community, "ann", 2)
     _shares(community, "bob", 1)
+    _rebuild(community)
     assert client_for.get(f"{API}/members/bob/rank").json()["rank"] == 2
     _shares(community, "bob", 2, dt.datetime.now(tz=SH))
     RankBuild.objects.update(built_at=dt.datetime.now(tz=dt.UTC) - dt.timedelta(seconds=75))

@@ -190,7 +190,7 @@ def test_this_month_turns_at_local_midnight(community: Community) -> None:
     assert period_resolve(community, "all_time", now=after).start == dt.date(2000, 1, 1)
 
 
-def test_past_months_keep_their_own_totals(community: Community) -> None:
+def test_past_months_keep_their_own_totals(community: Community, eager_celery: None) -> None:
     _post(community, "sep", 1, kind="share", occurred_at=dt.datetime(2026, 9, 15, 12, tzinfo=SH))
     _post(community, "oct", 2, kind="share", occurred_at=dt.datetime(2026, 10, 15, 12, tzinfo=SH))
 
@@ -327,8 +327,10 @@ def test_a_read_rebuilds_a_snapshot_only_once_it_is_older_than_a_minute(
         built_at=dt.datetime.now(tz=dt.UTC) - dt.timedelta(seconds=age)
     )
 
-    # the read is served from the snapshot there (False: nothing built for this read)
-    assert not rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
+    # the read is served from the snapshot there; a stale one queues a rebuild (run at once
+    # here: eager), a young one does not
+    queued = rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
+    assert queued is rebuilt
     assert _board(community) == board
     built_at = snapshot_info(community, ALL_TIME).built_at
     assert built_at is not None
@@ -336,11 +338,39 @@ def test_a_read_rebuilds_a_snapshot_only_once_it_is_older_than_a_minute(
     assert fresh is rebuilt
 
 
-def test_the_first_read_of_a_period_builds_its_snapshot(community: Community) -> None:
+def test_the_first_read_of_a_period_queues_its_snapshot_and_writes_nothing(
+    community: Community,
+) -> None:
+    from points.models import RankSnapshot
+
     _post(community, "ann", 1)
     assert snapshot_info(community, ALL_TIME).built_at is None
+    services._rebuild_queued_at.clear()
 
+    # reads never write: the build is queued for a worker (the test's broker has none)
     assert rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
-    assert _board(community) == [("ann", 1, 1)]
+    assert not RankBuild.objects.exists()
+    assert not RankSnapshot.objects.exists()
+    # queued once per process and period, not once per read
+    assert not rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
     # a future month has nothing to build
     assert not rank_snapshot_ensure(community=community, kind="month", start=dt.date(2099, 1, 1))
+
+
+def test_the_queued_build_makes_the_first_snapshot(
+    community: Community, eager_celery: None
+) -> None:
+    _post(community, "ann", 1)
+    assert rank_snapshot_ensure(community=community, kind="all_time", start=ALL_TIME.start)
+    assert _board(community) == [("ann", 1, 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_points_committed_queue_a_refresh_so_the_board_follows_within_seconds(
+    community: Community, eager_celery: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "_refresh_due", {})
+    _post(community, "ann", 2)  # commits; its on-commit hook queues the refresh (eager: runs)
+    assert _board(community) == [("ann", 1, 2)]
+    # a burst inside the debounce window shares that refresh: the next one is not queued
+    assert not services.rank_refresh_soon(community.pk)
