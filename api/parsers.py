@@ -71,6 +71,10 @@ class RefusedItem:
     client_id: str | None
     errors: list[dict[str, str]]
 
+    def detail(self) -> dict[str, list[ErrorDetail]]:
+        """The errors as DRF's error detail (for ``api.errors.flatten_errors``)."""
+        return _detail(self.errors)
+
 
 class _Flags:
     __slots__ = ("refused",)
@@ -187,13 +191,17 @@ def _item_id(item: Any) -> str | None:
     return None
 
 
-def _refused(errors: list[dict[str, str]]) -> exceptions.ValidationError:
+def _detail(errors: list[dict[str, str]]) -> dict[str, list[ErrorDetail]]:
     detail: dict[str, list[ErrorDetail]] = {}
     for error in errors:
         detail.setdefault(error["field"], []).append(
             ErrorDetail(error["message"], code=error["code"])
         )
-    return exceptions.ValidationError(detail)
+    return detail
+
+
+def _refused(errors: list[dict[str, str]]) -> exceptions.ValidationError:
+    return exceptions.ValidationError(_detail(errors))
 
 
 def check_parsed(data: Any, item_list: str | None, *, refused: bool, strings: bool) -> Any:

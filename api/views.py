@@ -298,7 +298,10 @@ class EventBatchView(APIView):
         for position, item in enumerate(items):
             if isinstance(item, RefusedItem):  # a value no item may hold (api.parsers)
                 results[position] = _batch_error(
-                    item.client_id, "validation_error", "The event is invalid.", item.errors
+                    item.client_id,
+                    "validation_error",
+                    "The event is invalid.",
+                    flatten_errors(item.detail()),
                 )
                 continue
             try:
