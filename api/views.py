@@ -28,10 +28,17 @@ from api.serializers import (
     MemberOutputSerializer,
 )
 from config.observability import record_ingest
+from incentives.standing import member_standing
 from points.ingest import occurred_at_window
 from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
-from points.services import EventInput, IngestOutcome, IngestStatus, events_ingest
+from points.services import (
+    EventInput,
+    IngestOutcome,
+    IngestStatus,
+    events_ingest,
+    rank_snapshot_ensure,
+)
 
 # The order an event's result is rendered in, first answer and replays alike (the stored
 # result comes back from jsonb with its keys reordered).
@@ -53,6 +60,26 @@ def event_result(outcome: IngestOutcome) -> dict[str, Any]:
     result["status"] = outcome.status
     result["awards"] = [_ordered(a, AWARD_KEYS) for a in result.get("awards", [])]
     return _ordered(result, RESULT_KEYS)
+
+
+CHECK_IN_RESULT = {
+    "id": "wx-msg-20261123-0001",
+    "status": "accepted",
+    "points": 5,
+    "balance": 125,
+    "rule_version": 1,
+    "awards": [
+        {
+            "rule": "points.check_in",
+            "points": 5,
+            "base": 5,
+            "gross": 5,
+            "capped": False,
+            "cap": None,
+            "member": "wxid_alice",
+        }
+    ],
+}
 
 
 def _item_context(community: Community) -> dict[str, Any]:
@@ -125,47 +152,13 @@ class EventCreateView(APIView):
             ),
             OpenApiExample(
                 "Scored",
-                value={
-                    "id": "wx-msg-20261123-0001",
-                    "status": "accepted",
-                    "points": 5,
-                    "balance": 125,
-                    "rule_version": 1,
-                    "awards": [
-                        {
-                            "rule": "points.check_in",
-                            "points": 5,
-                            "base": 5,
-                            "gross": 5,
-                            "capped": False,
-                            "cap": None,
-                            "member": "wxid_alice",
-                        }
-                    ],
-                },
+                value=CHECK_IN_RESULT,
                 response_only=True,
                 status_codes=["201"],
             ),
             OpenApiExample(
                 "Replayed",
-                value={
-                    "id": "wx-msg-20261123-0001",
-                    "status": "replayed",
-                    "points": 5,
-                    "balance": 125,
-                    "rule_version": 1,
-                    "awards": [
-                        {
-                            "rule": "points.check_in",
-                            "points": 5,
-                            "base": 5,
-                            "gross": 5,
-                            "capped": False,
-                            "cap": None,
-                            "member": "wxid_alice",
-                        }
-                    ],
-                },
+                value={**CHECK_IN_RESULT, "status": "replayed"},
                 response_only=True,
                 status_codes=["200"],
             ),
@@ -373,6 +366,7 @@ class MemberDetailView(APIView):
                     "member": "wxid_alice",
                     "display_name": "Alice",
                     "status": "active",
+                    "role": "member",
                     "balance": 125,
                     "held": 0,
                     "spendable": 125,
@@ -380,7 +374,19 @@ class MemberDetailView(APIView):
                     "lifetime_points": 140,
                     "joined_at": "2026-09-01T10:00:00+08:00",
                     "left_at": None,
-                    "tier": None,
+                    "tier": {
+                        "code": "active",
+                        "name": {"zh": "活跃成员", "en": "Active"},
+                        "since": "2026-11-02T17:07:00Z",
+                        "locked": False,
+                        "next_tier": "core",
+                        "progress": 28.0,
+                        "criteria": [
+                            {"figure": "points", "value": 140, "minimum": 500},
+                            {"figure": "check_in_days", "value": 12, "minimum": 15},
+                            {"figure": "featured", "value": 1, "minimum": 1},
+                        ],
+                    },
                     "ranks": {
                         "all_time": {
                             "period": "all_time",
@@ -411,7 +417,9 @@ class MemberDetailView(APIView):
                     },
                     "streak": 6,
                     "koc": False,
-                    "honors": [],
+                    "honors": [
+                        {"month": "2026-10", "category": "full_attendance", "rank": 1, "value": 31}
+                    ],
                     "achievements": [
                         {
                             "code": "monthly_check_in",
@@ -428,11 +436,20 @@ class MemberDetailView(APIView):
         tags=["members"],
     )
     def get(self, request: Request, community: str, member: str) -> Response:
-        from api.leaderboards import member_ranks
+        from api.leaderboards import rank_body
 
         found = member_by_external_id(_community(request), member)
-        ranks = member_ranks(_community(request), found)
-        return Response(MemberOutputSerializer(found, context={"ranks": ranks}).data)
+        standing = member_standing(found)
+        for rank in standing.ranks.values():
+            rank_snapshot_ensure(
+                community=found.community,
+                kind=rank.period.kind,
+                start=rank.period.start,
+                built_at=rank.built_at,
+            )
+        ranks = {kind: rank_body(rank) for kind, rank in standing.ranks.items()}
+        context = {"standing": standing, "ranks": ranks}
+        return Response(MemberOutputSerializer(found, context=context).data)
 
 
 class MemberLedgerView(ListAPIView[LedgerEntry]):
