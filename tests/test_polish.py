@@ -65,6 +65,13 @@ def test_root_is_a_landing_page_linking_docs_errors_admin_and_health():
         assert href in html
 
 
+def test_landing_page_follows_accept_language():
+    chinese = Client().get("/", HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+
+    assert "API 文档" in chinese
+    assert "API documentation" not in chinese
+
+
 def test_problem_type_resolves_to_its_entry_on_the_error_codes_page(community):
     problem = APIClient().get(f"{BASE}/members/alice").json()
     page, anchor = problem["type"].split("#")
