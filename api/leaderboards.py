@@ -25,7 +25,7 @@ from api.serializers import (
     PeriodQuerySerializer,
 )
 from points.exceptions import FieldError, InvalidPeriod, MemberNotFound
-from points.models import Community, Member, Scope
+from points.models import Community, Scope
 from points.selectors import (
     BoardRow,
     MemberRank,
@@ -123,19 +123,6 @@ def member_rank_fresh(
         community=community, kind=period.kind, start=period.start, built_at=result.built_at
     )
     return result
-
-
-def member_ranks(community: Community, member: Member) -> dict[str, Any]:
-    """All-time and this month's rank of a member, as ``GET …/rank`` answers them (without
-    neighbours: the rank endpoint has those)."""
-    out: dict[str, Any] = {}
-    for kind in ("all_time", "month"):
-        period = period_resolve(community, kind)
-        result = member_rank_fresh(community, member.external_id, period, neighbours=0)
-        if result is None:
-            raise MemberNotFound(f"No member '{member.external_id}' in this community.")
-        out[kind] = rank_body(result)
-    return out
 
 
 class LeaderboardView(APIView):

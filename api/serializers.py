@@ -286,21 +286,44 @@ class MemberRanksSerializer(serializers.Serializer):
     month = MemberRankSerializer(help_text="This month's rank, in the community's time zone.")
 
 
+class TierCriterionSerializer(serializers.Serializer):
+    figure = serializers.CharField(help_text="points, check_in_days, featured or koc")
+    value = serializers.IntegerField()
+    minimum = serializers.IntegerField()
+
+
+class MemberTierSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.DictField(child=serializers.CharField(), help_text="{zh, en}")
+    since = serializers.DateTimeField(allow_null=True)
+    locked = serializers.BooleanField()
+    next_tier = serializers.CharField(allow_null=True)
+    progress = serializers.FloatField(help_text="0-100: the least advanced criterion of the next.")
+    criteria = TierCriterionSerializer(many=True, help_text="The next tier's, with the figures.")
+
+
+class MemberHonorSerializer(serializers.Serializer):
+    month = serializers.CharField()
+    category = serializers.CharField()
+    rank = serializers.IntegerField()
+    value = serializers.IntegerField()
+
+
 class MemberOutputSerializer(serializers.ModelSerializer):
+    """Renders the member row and ``context["standing"]`` (``member_standing``): it queries
+    nothing itself."""
+
     member = serializers.CharField(source="external_id")
     spendable = serializers.IntegerField(read_only=True)
-    tier = serializers.SerializerMethodField(
-        help_text="Filled by a later issue (tier ladders); null until tiers exist."
-    )
+    role = serializers.SerializerMethodField(help_text="owner, staff, kol or member.")
+    tier = serializers.SerializerMethodField()
     ranks = serializers.SerializerMethodField()
     streak = serializers.SerializerMethodField(
         help_text="Consecutive local days with a check-in, up to today or yesterday (else 0)."
     )
-    koc = serializers.SerializerMethodField(
-        help_text="Filled by a later issue (KOC detection); false until then."
-    )
+    koc = serializers.SerializerMethodField(help_text="A KOC confirmed by an admin.")
     honors = serializers.SerializerMethodField(
-        help_text="Filled by a later issue (monthly honor rolls); empty until then."
+        help_text="Places in this and last month's published honor rolls."
     )
     achievements = serializers.SerializerMethodField(
         help_text="[{code, period, awarded_at}]: e.g. a month's check-in quota reached."
@@ -315,6 +338,7 @@ class MemberOutputSerializer(serializers.ModelSerializer):
             "member",
             "display_name",
             "status",
+            "role",
             "balance",
             "held",
             "spendable",
@@ -331,10 +355,28 @@ class MemberOutputSerializer(serializers.ModelSerializer):
             "expiring",
         ]
 
-    # Tiers, KOC status and honors are computed by later issues; until they exist the fields
-    # are present with explicit empty values so that bots can code against the final shape.
-    def get_tier(self, obj: Member) -> str | None:
-        return None
+    @property
+    def _standing(self) -> Any:
+        return self.context["standing"]
+
+    def get_role(self, obj: Member) -> str:
+        return str(self._standing.role)
+
+    @extend_schema_field(MemberTierSerializer)
+    def get_tier(self, obj: Member) -> dict[str, Any]:
+        standing = self._standing.tier
+        return {
+            "code": standing.tier.code,
+            "name": {"zh": standing.tier.name_zh, "en": standing.tier.name_en},
+            "since": timestamp(standing.since.isoformat()) if standing.since else None,
+            "locked": standing.locked,
+            "next_tier": standing.next_tier.code if standing.next_tier else None,
+            "progress": standing.progress,
+            "criteria": [
+                {"figure": c.figure, "value": c.value, "minimum": c.required}
+                for c in standing.criteria
+            ],
+        }
 
     @extend_schema_field(MemberRanksSerializer)
     def get_ranks(self, obj: Member) -> dict[str, Any]:
@@ -342,25 +384,25 @@ class MemberOutputSerializer(serializers.ModelSerializer):
         return dict(self.context.get("ranks", {}))
 
     def get_streak(self, obj: Member) -> int:
-        from points.selectors import member_streak
-
-        return member_streak(obj)
+        return int(self._standing.streak)
 
     def get_achievements(self, obj: Member) -> list[dict[str, Any]]:
-        from points.selectors import member_achievements
-
-        return [{**a, "awarded_at": timestamp(a["awarded_at"])} for a in member_achievements(obj)]
+        return [
+            {**a, "awarded_at": timestamp(a["awarded_at"])} for a in self._standing.achievements
+        ]
 
     def get_expiring(self, obj: Member) -> list[dict[str, Any]]:
-        from points.expiry import points_expiring
-
-        return [{"on": e.on.isoformat(), "points": e.points} for e in points_expiring(member=obj)]
+        return [{"on": e.on.isoformat(), "points": e.points} for e in self._standing.expiring]
 
     def get_koc(self, obj: Member) -> bool:
-        return False
+        return bool(self._standing.koc)
 
-    def get_honors(self, obj: Member) -> list[Any]:
-        return []
+    @extend_schema_field(MemberHonorSerializer(many=True))
+    def get_honors(self, obj: Member) -> list[dict[str, Any]]:
+        return [
+            {"month": h.month, "category": h.category, "rank": h.rank, "value": h.value}
+            for h in self._standing.honors
+        ]
 
 
 class LedgerEntryOutputSerializer(serializers.ModelSerializer):
