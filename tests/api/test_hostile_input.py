@@ -553,7 +553,22 @@ def test_member_ids_in_target_and_author_use_the_same_alphabet(client_for, event
 
 
 @pytest.mark.parametrize(
-    "member", ["wxid_alice", "u-10086", "张三", "José", "a%b", "a?b", "a#b", "a.b", "...", "x" * 64]
+    "member",
+    [
+        "wxid_alice",
+        "u-10086",
+        "张三",
+        "José",
+        "\U0001f600",
+        "a%b",
+        "a%2Fb",
+        "a?b",
+        "a#b",
+        "a;b",
+        "a.b",
+        "...",
+        "x" * 64,
+    ],
 )
 def test_every_accepted_member_id_can_be_read_back_through_the_api(client_for, member):
     assert client_for.post(EVENTS, _message("e", member=member), format="json").status_code == 201
