@@ -93,7 +93,7 @@ def run(server: str, database: str = "bench_freshness") -> tuple[float, float, i
         PORT=str(port),
         HOST="127.0.0.1",
         INCENTIVES_DATA_DIR=str(data_dir),
-        ADMIN_PASSWORD="bench-only",
+        ADMIN_PASSWORD="bench-only",  # noqa: S106 - a throwaway local database
         DJANGO_SETTINGS_MODULE="config.settings.local",
     )
     log = (ROOT / "var" / "bench" / "freshness-serve.log").open("wb")
