@@ -410,6 +410,11 @@ def _decide(
             raise NotACandidate(
                 f"'{member.external_id}' is not a KOC candidate; the KOC job lists candidates."
             )
+        if row.status != KocStatus.CANDIDATE:
+            # decided under the row lock: two admins at once decide once, announce once
+            raise NotACandidate(
+                f"'{member.external_id}' was already {row.status} by {row.decided_by}."
+            )
         now = timezone.now()
         row.status, row.decided_by, row.decided_at, row.note = status, actor, now, note
         row.save(update_fields=["status", "decided_by", "decided_at", "note"])

@@ -142,3 +142,16 @@ def test_robust_z_uses_median_and_mad_and_falls_back_when_mad_is_zero() -> None:
     flat = robust_z(np.array([1.0, 1.0, 1.0, 1.0, 9.0]))
     assert flat[4] == pytest.approx(8 / (1.253314 * 1.6))
     assert not robust_z(np.array([2.0, 2.0])).any()
+
+
+def test_a_decided_candidate_cannot_be_decided_again(
+    community: Community, post: Post, now: dt.datetime
+) -> None:
+    _ring_and_star(post, now)
+    koc_detect(community=community, now=now)
+    koc_confirm(community=community, member=member("star"), actor="user:a")
+    with pytest.raises(NotACandidate, match="already confirmed by user:a"):
+        koc_confirm(community=community, member=member("star"), actor="user:b")
+    with pytest.raises(NotACandidate):
+        koc_dismiss(community=community, member=member("star"), actor="user:b")
+    assert AuditLog.objects.filter(action="koc.confirmed").count() == 1
