@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import events, incentives, leaderboards, operators, views
+from api import events, incentives, leaderboards, operators, rewards, views
 
 
 class MemberIdConverter:
@@ -98,5 +98,63 @@ urlpatterns = [
         "communities/<slug:community>/honor-rolls/<str:month>",
         incentives.HonorRollView.as_view(),
         name="honor-roll",
+    ),
+    # rewards: catalog, redemptions, payouts
+    path("communities/<slug:community>/rewards", rewards.RewardsView.as_view(), name="rewards"),
+    path(
+        "communities/<slug:community>/rewards/<slug:code>",
+        rewards.RewardDetailView.as_view(),
+        name="reward-detail",
+    ),
+    path(
+        "communities/<slug:community>/redemptions",
+        rewards.RedemptionsView.as_view(),
+        name="redemptions",
+    ),
+    path(
+        "communities/<slug:community>/redemptions/<member:redemption_id>",
+        rewards.RedemptionDetailView.as_view(),
+        name="redemption-detail",
+    ),
+    path(
+        "communities/<slug:community>/redemptions/<member:redemption_id>/approve",
+        rewards.RedemptionApproveView.as_view(),
+        name="redemption-approve",
+    ),
+    path(
+        "communities/<slug:community>/redemptions/<member:redemption_id>/reject",
+        rewards.RedemptionRejectView.as_view(),
+        name="redemption-reject",
+    ),
+    path(
+        "communities/<slug:community>/redemptions/<member:redemption_id>/cancel",
+        rewards.RedemptionCancelView.as_view(),
+        name="redemption-cancel",
+    ),
+    path(
+        "communities/<slug:community>/redemptions/<member:redemption_id>/fulfil",
+        rewards.RedemptionFulfilView.as_view(),
+        name="redemption-fulfil",
+    ),
+    path("communities/<slug:community>/payouts", rewards.PayoutsView.as_view(), name="payouts"),
+    path(
+        "communities/<slug:community>/payouts/<str:payout_id>/confirm",
+        rewards.PayoutConfirmView.as_view(),
+        name="payout-confirm",
+    ),
+    path(
+        "communities/<slug:community>/payouts/<str:payout_id>/fail",
+        rewards.PayoutFailView.as_view(),
+        name="payout-fail",
+    ),
+    path(
+        "communities/<slug:community>/payouts/<str:payout_id>/retry",
+        rewards.PayoutRetryView.as_view(),
+        name="payout-retry",
+    ),
+    path(
+        "communities/<slug:community>/payouts/<str:payout_id>/cancel",
+        rewards.PayoutCancelView.as_view(),
+        name="payout-cancel",
     ),
 ]

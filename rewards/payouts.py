@@ -103,7 +103,7 @@ def _locked(community: Community, payout_id: int) -> Payout:
     found = payout_get(community, payout_id)
     member_lock(member_id=found.member_id)
     row = (
-        Payout.objects.select_for_update()
+        Payout.objects.select_for_update(of=("self",))
         .select_related("member", "redemption", "allocation__campaign")
         .get(pk=found.pk)
     )

@@ -236,7 +236,9 @@ def _locked(community: Community, client_id: str) -> tuple[Member, Redemption]:
     row = redemption_get(community, client_id)
     member = member_lock(member_id=row.member_id)
     locked = (
-        Redemption.objects.select_for_update().select_related("reward", "variant").get(pk=row.pk)
+        Redemption.objects.select_for_update(of=("self",))
+        .select_related("reward", "variant")
+        .get(pk=row.pk)
     )
     locked.member = member
     return member, locked
