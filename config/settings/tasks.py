@@ -60,4 +60,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "points.tasks.ledger_reconcile_all",
         "schedule": crontab(hour=3, minute=17),
     },
+    # Welcome packets and content rewards: events since the last scan (rewards.campaigns).
+    "rewards-auto-campaigns": {
+        "task": "rewards.tasks.auto_campaigns_scan_all",
+        "schedule": 60.0,
+    },
 }
