@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import events, incentives, leaderboards, operators, rewards, views
+from api import campaigns, events, incentives, leaderboards, operators, rewards, views
 
 
 class MemberIdConverter:
@@ -156,5 +156,31 @@ urlpatterns = [
         "communities/<slug:community>/payouts/<str:payout_id>/cancel",
         rewards.PayoutCancelView.as_view(),
         name="payout-cancel",
+    ),
+    # red packet campaigns
+    path(
+        "communities/<slug:community>/campaigns",
+        campaigns.CampaignsView.as_view(),
+        name="campaigns",
+    ),
+    path(
+        "communities/<slug:community>/campaigns/<member:campaign_id>",
+        campaigns.CampaignDetailView.as_view(),
+        name="campaign-detail",
+    ),
+    path(
+        "communities/<slug:community>/campaigns/<member:campaign_id>/approve",
+        campaigns.CampaignApproveView.as_view(),
+        name="campaign-approve",
+    ),
+    path(
+        "communities/<slug:community>/campaigns/<member:campaign_id>/cancel",
+        campaigns.CampaignCancelView.as_view(),
+        name="campaign-cancel",
+    ),
+    path(
+        "communities/<slug:community>/campaigns/<member:campaign_id>/allocations",
+        campaigns.CampaignAllocationsView.as_view(),
+        name="campaign-allocations",
     ),
 ]
