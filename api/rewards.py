@@ -23,6 +23,7 @@ from api.serializers import (
     timestamp,
 )
 from points.exceptions import FieldError, ValidationFailed
+from points.ingest import member_id_problem
 from points.models import Scope
 from points.selectors import member_by_external_id
 from rewards.catalog import (
@@ -71,6 +72,17 @@ def _choice(request: Request, name: str, choices: list[str]) -> str | None:
     if value is not None and value not in choices:
         raise ValidationFailed(
             "Invalid filter.", [FieldError(name, "invalid_choice", f"must be one of {choices}")]
+        )
+    return value
+
+
+def _member_param(request: Request) -> str:
+    """``?member=``, refused (400 naming it) unless it could be a member id."""
+    value = request.query_params.get("member", "")
+    problem = member_id_problem(value)
+    if problem:
+        raise ValidationFailed(
+            "Invalid member.", [FieldError("member", "invalid_member_id", problem)]
         )
     return value
 
@@ -248,10 +260,9 @@ class RewardsView(APIView):
     )
     def get(self, request: Request, community: str) -> Response:
         _no_unknown_params(request, "member")
-        external = request.query_params.get("member")
-        if external is None:
+        if "member" not in request.query_params:
             return Response({"results": [reward_body(r) for r in catalog(_community(request))]})
-        member = member_by_external_id(_community(request), external)
+        member = member_by_external_id(_community(request), _member_param(request))
         rows = []
         for item in catalog_for_member(member):
             body = reward_body(item["reward"], item["variants"])
@@ -521,7 +532,7 @@ class RedemptionsView(APIView):
         if wanted:
             rows = rows.filter(status=wanted)
         if "member" in request.query_params:
-            rows = rows.filter(member__external_id=request.query_params["member"])
+            rows = rows.filter(member__external_id=_member_param(request))
         return Response({"results": [_redemption(r) for r in rows.order_by("-id")[:LIST_LIMIT]]})
 
 
