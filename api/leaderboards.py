@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from typing import Any
 
@@ -16,6 +15,7 @@ from rest_framework.views import APIView
 
 from api import schema
 from api.auth import request_community as _community
+from api.pagination import cursor_decode, cursor_encode
 from api.serializers import (
     LeaderboardQuerySerializer,
     LeaderboardSerializer,
@@ -24,7 +24,7 @@ from api.serializers import (
     MemberTokenSerializer,
     PeriodQuerySerializer,
 )
-from points.exceptions import FieldError, InvalidPeriod, MemberNotFound
+from points.exceptions import MemberNotFound
 from points.models import Community, Scope
 from points.selectors import (
     BoardRow,
@@ -75,20 +75,18 @@ def _datetime(value: dt.datetime | None) -> str | None:
     return None if value is None else _DATETIME.to_representation(value)
 
 
+POSITION_MAX = 2**31 - 1
+
+
 def _decode_cursor(cursor: str | None) -> int:
+    """A board cursor, through the one codec (``api.pagination``): 400 naming ``cursor``."""
     if not cursor:
         return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
-        if not raw.startswith("p:"):
-            raise ValueError(raw)
-        return max(int(raw[2:]), 0)
-    except ValueError as exc:
-        raise InvalidPeriod([FieldError("cursor", "invalid", "is not a valid cursor")]) from exc
+    return cursor_decode(cursor, {"p": POSITION_MAX})["p"]
 
 
 def _encode_cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"p:{position}".encode()).decode().rstrip("=")
+    return cursor_encode({"p": position})
 
 
 def rank_body(result: MemberRank) -> dict[str, Any]:

@@ -14,7 +14,12 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
-from api.serializers import StrictBooleanField, StrictCharField, StrictRegexField
+from api.serializers import (
+    MemberIdField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictRegexField,
+)
 from points.adjustments import AdjustmentInput, adjustment_create
 from points.exceptions import FieldError, RulesInvalid
 from points.models import Community, RuleSet, Scope
@@ -29,7 +34,7 @@ class AdjustmentInputSerializer(serializers.Serializer):
         help_text="Your id for this adjustment: a retry with the same id and body gets the "
         "first outcome again, a refusal (404, 409) included; another body is 409.",
     )
-    member = StrictCharField(max_length=64)
+    member = MemberIdField()
     points = serializers.IntegerField(
         min_value=-1_000_000, max_value=1_000_000, help_text="Non-zero; negative takes points."
     )

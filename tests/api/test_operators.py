@@ -194,3 +194,15 @@ def test_a_version_cannot_take_effect_before_the_latest(admin_client: APIClient)
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "effective_from"
+
+
+@pytest.mark.parametrize("member", ["a/b", "has space", "\u202eevil", ".."])
+def test_an_adjustment_member_id_uses_the_member_alphabet(community, make_client, member):
+    admin = make_client(community, ["admin"])
+    response = admin.post(
+        "/api/v1/communities/acme/adjustments",
+        {"member": member, "points": 5, "reason": "x", "create_member": True},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "member"

@@ -429,3 +429,10 @@ def test_a_member_token_reads_its_own_ranks_of_every_period_and_no_one_elses(
     # an unknown member looks the same as another member: nothing to learn by probing
     assert client.get(f"{API}/members/nobody/rank").json()["code"] == "not_found"
     assert client.get(f"{API}/members/bob/rank").json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "cD0tMQ", "cDox", "eD0x", "cD05OTk5OTk5OTk5OTk5"])
+def test_a_crafted_board_cursor_is_400_naming_cursor(client_for: APIClient, cursor: str) -> None:
+    response = client_for.get(f"{API}/leaderboard?cursor={cursor}")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "cursor"
