@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
-from api.serializers import StrictCharField
+from api.serializers import StrictCharField, timestamp
 from points.corrections import event_reverse_once
 from points.exceptions import EventNotFound
 from points.models import Event, LedgerEntry, Scope
@@ -166,4 +166,6 @@ class EventReverseView(APIView):
             actor=_actor(request),
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        if isinstance(result.get("reversed_at"), str):
+            result = {**result, "reversed_at": timestamp(result["reversed_at"])}
         return Response(result, status=code)

@@ -19,6 +19,7 @@ from api.serializers import (
     StrictBooleanField,
     StrictCharField,
     StrictRegexField,
+    timestamp,
 )
 from points.adjustments import AdjustmentInput, adjustment_create
 from points.exceptions import FieldError, RulesInvalid
@@ -122,6 +123,8 @@ class AdjustmentView(APIView):
             client_id=data.get("id", ""),
             create_member=data["create_member"],
         )
+        if isinstance(result.get("created_at"), str):
+            result = {**result, "created_at": timestamp(result["created_at"])}
         return Response(result, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 

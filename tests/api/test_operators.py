@@ -206,3 +206,20 @@ def test_an_adjustment_member_id_uses_the_member_alphabet(community, make_client
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "member"
+
+
+def test_adjustment_and_reversal_times_use_the_one_timestamp_format(community, make_client):
+    admin = make_client(community, ["admin", "events:write"])
+    created = admin.post(
+        "/api/v1/communities/acme/adjustments",
+        {"id": "ts-1", "member": "tz", "points": 5, "reason": "x", "create_member": True},
+        format="json",
+    ).json()["created_at"]
+    assert created.endswith("Z")
+    admin.post(
+        "/api/v1/communities/acme/events",
+        {"id": "e-ts", "type": "share", "member": "tz"},
+        format="json",
+    )
+    reversed_at = admin.post("/api/v1/communities/acme/events/e-ts/reverse", {}, format="json")
+    assert reversed_at.json()["reversed_at"].endswith("Z")
