@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,8 +44,11 @@ from rewards.models import (
 from rewards.payouts import member_paid_today
 from rewards.splits import allocation_digest, split_lucky
 from rewards.tasks import auto_campaigns_scan_all, auto_campaigns_scan_community
+from tests.celery_worker import TASK_TIMEOUT, Worker
 from webhooks.models import OutboxMessage
 from webhooks.services import endpoint_create
+
+pytest_plugins = ["tests.celery_worker"]  # the worker fixtures (one test below)
 
 pytestmark = pytest.mark.django_db
 _ids = itertools.count(1)
@@ -585,3 +589,26 @@ def test_scan_tasks_fan_out_to_communities_that_give_packets(
     assert Campaign.objects.filter(client_id="welcome:ann", status="approved").exists()
     result = auto_campaigns_scan_community.apply(args=[community.pk]).get()
     assert result == {"welcome": 0, "content": 0, "held": 0}
+
+
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_scans_and_pays_a_welcome_packet_once(worker: Worker) -> None:
+    community = community_create(slug="worker", name="Worker")
+    _policy(community, welcome_packet_fen=168)
+    _post(community, {"type": "join", "member": "ann"}, {"type": "join", "member": "bea"})
+    for _ in range(3):  # a redelivered or repeated scan pays nothing twice
+        worker.send(auto_campaigns_scan_community, community.pk)
+    worker.wait_for_log("rewards.tasks.auto_campaigns_scan_community[", count=6)
+    deadline = time.monotonic() + TASK_TIMEOUT
+    while Payout.objects.filter(community=community).count() < 2:
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.2)
+    assert worker.output().count("'welcome': 2") == 1
+    assert sorted(
+        Payout.objects.filter(community=community).values_list("member__external_id", "amount_fen")
+    ) == [("ann", 168), ("bea", 168)]
+    assert set(Campaign.objects.values_list("client_id", "status")) == {
+        ("welcome:ann", "approved"),
+        ("welcome:bea", "approved"),
+    }
