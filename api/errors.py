@@ -183,6 +183,15 @@ _GENERIC_FIELD_MESSAGE: dict[str, Promise] = {
     "number_too_large": _("Number too large."),
     "max_value": _("This value is too large."),
     "min_value": _("This value is too small."),
+    "non_finite_number": _("Numbers must be finite (no NaN or Infinity)."),
+    "invalid_unicode": _("The text holds an invalid character (a lone surrogate or U+0000)."),
+    "nested_too_deep": _("The JSON is nested too deeply."),
+    "invalid_cursor": _("This cursor was not handed out by the service."),
+    "invalid_member_id": _("This is not a valid member id."),
+    "before_backfill_limit": _("This time is before what the community accepts."),
+    "in_future": _("This time is in the future."),
+    "unknown_parameter": _("This is not a parameter of this endpoint."),
+    "invalid_choice": _("This value is not one of the choices."),
 }
 _GENERIC_TITLE: dict[int, Promise] = {
     400: _("Bad request"),

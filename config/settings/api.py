@@ -50,3 +50,6 @@ API_RATE_LIMITS = {
     if rate.strip()  # an empty value switches that limit off
 }
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+
+# How far before its community's creation an event may be back-dated (docs/decisions.md 21).
+EVENTS_BACKFILL_DAYS = int(os.environ.get("EVENTS_BACKFILL_DAYS", "365"))

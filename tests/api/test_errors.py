@@ -272,3 +272,22 @@ def test_out_of_range_integer_field_says_the_bound(community, make_client):
     [error] = response.json()["errors"]
     assert error["field"] == "points"
     assert error["message"] == "Ensure this value is less than or equal to 1000000."
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"id": "x", "type": "share", "member": "a", "meta": {"n": NaN}}', "有限值"),
+        ('{"id": "x", "type": "share", "member": "a/b"}', "成员 ID"),
+    ],
+)
+def test_hostile_input_field_messages_are_translated(community, make_client, body, expected):
+    client = make_client(community, ["events:write"])
+    response = client.post(
+        "/api/v1/communities/acme/events",
+        body,
+        content_type="application/json",
+        HTTP_ACCEPT_LANGUAGE="zh-CN",
+    )
+    assert response.status_code == 400
+    assert expected in response.json()["errors"][0]["message"]
