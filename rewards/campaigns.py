@@ -50,7 +50,16 @@ from incentives.models import Honor, MemberTier
 from points import outbox
 from points.adjustments import audit_record
 from points.exceptions import DomainError, EventNotFound, FieldError
-from points.models import AwardOnce, Community, Event, EventType, JobRun, Member, MemberStatus
+from points.models import (
+    AuditLog,
+    AwardOnce,
+    Community,
+    Event,
+    EventType,
+    JobRun,
+    Member,
+    MemberStatus,
+)
 from points.timeutils import community_zone, today
 from rewards.catalog import reward_settings
 from rewards.exceptions import BudgetExceeded, InvalidTransition, SecondApproverRequired
@@ -448,6 +457,12 @@ def _split(item: CampaignRequest, packets: int, seed_hex: str) -> list[int]:
         ) from exc
 
 
+def members_digest(member_ids: Sequence[int | None]) -> str:
+    """sha256 of the members in index order: recorded in the (append-only) audit row of the
+    creation, so that approval also finds a packet moved to another member."""
+    return hashlib.sha256(",".join(str(i) for i in member_ids).encode()).hexdigest()
+
+
 def _store(
     *,
     community: Community,
@@ -502,6 +517,7 @@ def _store(
             "split": item.split,
             "audience": item.audience,
             "allocation_digest": campaign.allocation_digest,
+            "members_digest": members_digest(member_ids),
         },
         now=now,
     )
@@ -655,17 +671,27 @@ def _complete(
     now: dt.datetime,
     second: bool,
 ) -> Approval:
-    """Freeze and pay (the caller holds the community lock, then the campaign lock)."""
+    """Freeze and pay (the caller holds the community lock, then the campaign lock). The
+    split must still match its digest and the members the order recorded at creation."""
     allocations = list(
         Allocation.objects.filter(campaign=campaign)
         .order_by("index")
         .only("id", "index", "member_id", "amount_fen")
     )
     shares = [a.amount_fen for a in allocations]
+    created = (
+        AuditLog.objects.filter(
+            community=community, action="campaign.create", target=campaign.client_id
+        )
+        .values_list("data", flat=True)
+        .first()
+    )
     if (
         stored_digest(campaign, shares) != campaign.allocation_digest
         or sum(shares) != campaign.total_fen
         or len(shares) != campaign.packets
+        or created is None
+        or created.get("members_digest") != members_digest([a.member_id for a in allocations])
     ):
         raise AllocationMismatch(
             f"Campaign '{campaign.client_id}': the stored allocation no longer matches the "
@@ -993,7 +1019,7 @@ def _scan_cursor(community: Community) -> int:
 def auto_campaigns_scan(*, community: Community, now: dt.datetime | None = None) -> dict[str, int]:
     """Welcome packets and content rewards for the events since the last scan.
 
-    One query finds, among the events after the cursor (``points_jobrun``, job
+    Two set-based queries find, among the events after the cursor (``points_jobrun``, job
     ``rewards.auto_campaigns``) that happened within ``AUTO_WINDOW``: each active member's
     first ``join`` (no earlier join) and each counted, unreversed ``content_featured`` (its
     once-only award names the member paid), leaving out those whose campaign exists. Each is

@@ -418,6 +418,17 @@ def test_a_changed_allocation_is_not_paid(community: Community) -> None:
     assert not Payout.objects.exists()
 
 
+def test_a_packet_moved_to_another_member_is_not_paid(community: Community) -> None:
+    ann, _bea = _members(community, "ann", "bea")
+    campaign = _create(community, total_fen=1000)
+    _members(community, "mallory")
+    mallory = Member.objects.get(external_id="mallory")
+    Allocation.objects.filter(campaign=campaign, member=ann).update(member=mallory)
+    with pytest.raises(AllocationMismatch):
+        campaign_approve(community=community, client_id="c1", actor="key:admin1")
+    assert not Payout.objects.exists()
+
+
 def test_cancel_a_draft_then_it_cannot_be_approved(community: Community) -> None:
     _members(community, "ann")
     _create(community)
