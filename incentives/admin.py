@@ -33,6 +33,7 @@ from incentives.models import (
 )
 from incentives.roles import member_role_set
 from incentives.tiers import tier_ladder_set, tier_set_lock
+from points.admin import MemberAdmin as PointsMemberAdmin
 from points.admin import ReadOnlyAdmin, zoned
 from points.exceptions import DomainError, ValidationFailed
 from points.models import Member
@@ -597,3 +598,65 @@ class HonorAdmin(ReadOnlyAdmin):
     @admin.display(description="display name", ordering="member__display_name")
     def member_name(self, obj: Honor) -> str:
         return obj.member.display_name
+
+
+# --- the member, as member_standing shows it -----------------------------------------------------
+
+
+class MemberWithStandingAdmin(PointsMemberAdmin):
+    """The points app's member admin plus everything ``member_standing`` shows about the member
+    (``points`` may not import ``incentives``, so the standing is added here)."""
+
+    readonly_fields = ["standing"]
+
+    @admin.display(description="standing (member_standing: as the API and the member page)")
+    def standing(self, obj: Member) -> SafeString:
+        from incentives.standing import member_standing
+
+        found = member_standing(obj)
+        tier = found.tier
+        rows: list[tuple[str, str]] = [
+            ("role", found.role),
+            (
+                "tier",
+                f"{tier.tier.code} ({tier.tier.name_en})" + (" locked" if tier.locked else ""),
+            ),
+            (
+                "next tier",
+                f"{tier.next_tier.code}: {tier.progress}% "
+                + ", ".join(f"{c.figure} {c.value}/{c.required}" for c in tier.criteria)
+                if tier.next_tier
+                else "top tier",
+            ),
+            ("KOC", "confirmed" if found.koc else "no"),
+            (
+                "ranks",
+                ", ".join(
+                    f"{kind}: #{rank.rank} ({rank.points} points)"
+                    if rank.rank
+                    else f"{kind}: unranked ({rank.points} points)"
+                    for kind, rank in found.ranks.items()
+                ),
+            ),
+            ("streak", str(found.streak)),
+            (
+                "honors",
+                ", ".join(f"{h.month} {h.category} #{h.rank}" for h in found.honors) or "none",
+            ),
+            (
+                "achievements",
+                ", ".join(f"{a['code']} {a['period']}" for a in found.achievements) or "none",
+            ),
+            (
+                "expiring",
+                ", ".join(f"{e.points} on {e.on}" for e in found.expiring) or "nothing",
+            ),
+        ]
+        return format_html(
+            "<table>{}</table>",
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+
+admin.site.unregister(Member)
+admin.site.register(Member, MemberWithStandingAdmin)

@@ -346,3 +346,16 @@ def test_honor_roll_pages_show_categories_with_member_names_escaped(
     # cat (5 + 5 points) above dan (5): ranks in order, and a table row per member
     assert detail.index("<td>1</td><td>cat</td>") < detail.index("<td>2</td><td>dan</td>")
     assert f"{month:%Y-%m}" in rolls
+
+
+def test_member_admin_page_shows_the_standing_read_model(staff, community):
+    from points.services import EventInput, events_ingest
+
+    events_ingest(community=community, events=[EventInput("st-1", "check_in", "stan")])
+    member = Member.objects.get(external_id="stan")
+    page = staff.get(f"/admin/points/member/{member.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "member_standing" in html
+    assert "newcomer (Newcomer)" in html
+    assert "active: " in html
