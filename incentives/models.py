@@ -53,6 +53,10 @@ class IncentiveConfig(models.Model):
     )
     tiers = models.JSONField()
     koc = models.JSONField(default=dict)
+    # Member refresh (换血) thresholds and assessment defaults (weights, pass mark):
+    # ``incentives.refresh`` and ``incentives.assessments`` read them, defaults when empty.
+    refresh = models.JSONField(default=dict)
+    assessment = models.JSONField(default=dict)
     updated_at = models.DateTimeField()
     updated_by = models.CharField(max_length=150)
 
@@ -201,3 +205,106 @@ class Honor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member_id} {self.category} #{self.rank}"
+
+
+class RefreshStatus(models.TextChoices):
+    AT_RISK = "at_risk"  # flagged once: warned, with a recovery window
+    TO_REFRESH = "to_refresh"  # still flagged at the next run
+    CONFIRMED = "confirmed"  # an admin confirmed: a bot removes them and posts `leave`
+    SPARED = "spared"  # an admin kept them
+
+
+class RefreshCandidate(models.Model):
+    """A member the monthly refresh (换血) job flagged for one period, with the figures behind
+    it. One row per member and period: a re-run of the period changes nothing."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    period = models.CharField(max_length=7)  # YYYY-MM
+    status = models.CharField(max_length=16, choices=RefreshStatus.choices)
+    speaking_days = models.IntegerField()
+    check_in_days = models.IntegerField()
+    window_days = models.IntegerField()
+    figures = models.JSONField(default=dict)
+    flagged_at = models.DateTimeField()
+    recovery_until = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "member", "period"], name="refresh_unique_member_period"
+            ),
+        ]
+        indexes = [models.Index(fields=["community", "period", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.period}: {self.status}"
+
+
+class AssessmentStatus(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Assessment(models.Model):
+    """An assessment round (群门槛 / review): a set of members, a window in which peer scores
+    count, the weights and the pass mark, frozen when the round opens."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    client_id = models.CharField(max_length=128)
+    title = models.CharField(max_length=200)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    w_peer = models.FloatField()
+    w_owner = models.FloatField()
+    w_activity = models.FloatField(default=0.0)
+    pass_mark = models.FloatField()
+    activity = models.JSONField(default=dict)  # which events count and how much
+    status = models.CharField(
+        max_length=16, choices=AssessmentStatus.choices, default=AssessmentStatus.OPEN
+    )
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "client_id"], name="assessment_unique_client_id"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(window_end__gt=models.F("window_start")),
+                name="assessment_window_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} ({self.status})"
+
+
+class AssessmentMember(models.Model):
+    """A member assessed in a round, and the owner's score for them (1-5) once given."""
+
+    community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
+    assessment = models.ForeignKey(Assessment, on_delete=models.PROTECT, related_name="members")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    owner_score = models.SmallIntegerField(null=True, blank=True)
+    owner_scored_by = models.CharField(max_length=150, blank=True)
+    owner_scored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["assessment", "member"], name="assessmentmember_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(owner_score__isnull=True)
+                | models.Q(owner_score__gte=1, owner_score__lte=5),
+                name="assessmentmember_owner_score_1_to_5",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.assessment_id}: {self.member_id}"
