@@ -162,6 +162,9 @@ def redemption_request(
     try:
         with transaction.atomic():
             member = member_lock(member_id=found.pk)
+            # a request with this id that held this lock first: its replay, not a refusal
+            if (existing := _replay(community, item)) is not None:
+                return existing, False
             variant = (
                 RewardVariant.objects.select_for_update().get(pk=variant_id) if variant_id else None
             )
