@@ -6,8 +6,15 @@ progress, settings and the profile paths go to stderr as ``# …`` lines.
 Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
 BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (sync),
 BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
-BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks), BENCH_RANK_MEMBERS
+BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks | jobs), BENCH_RANK_MEMBERS
 (1000000), BENCH_RANK_REQUESTS (4000).
+
+BENCH_ONLY=jobs times the incentive jobs (tiers, KOC, honor roll) on one generated community
+beside a raw aggregate pass over its events (``bench/jobs.py``), without the server (``all``
+runs them last, in the same database); knobs
+BENCH_JOB_MEMBERS (1000000), BENCH_JOB_EVENTS (20000000), BENCH_JOB_RUNS (1), BENCH_JOB_ONLY
+(tiers,koc,honor_roll). With BENCH_KEEP_DB=1 it reuses the community a previous run left in
+BENCH_DB when the sizes match (generating it takes minutes), and keeps it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import database, profiling, ranks, rules_cost
+from bench import database, jobs, profiling, ranks, rules_cost
 from bench.load import (
     BatchClient,
     EventSource,
@@ -128,6 +135,8 @@ def main() -> int:
     keep_db = os.environ.get("BENCH_KEEP_DB") == "1"
     started = time.monotonic()
     run_id = time.strftime("%H%M%S")
+    if os.environ.get("BENCH_ONLY", "all") == "jobs":
+        return _jobs_only(dbname, keep_db)
 
     server_url = database.server_url()
     bench_url = database.recreate(server_url, dbname)
@@ -201,6 +210,8 @@ def main() -> int:
                 foundation.rate,
                 "events/s",
             )
+        if os.environ.get("BENCH_ONLY", "all") == "all":
+            jobs.measure(bench_url, figure=figure)
         if os.environ.get("BENCH_PROFILE", "1") == "1":
             paths = profiling.profile_in_process(
                 slug=slug,
@@ -219,6 +230,31 @@ def main() -> int:
                     note(f"    {row}")
                 for row in profiling.top_lines(text, "top 25 by self time", 5):
                     note(f"    {row}")
+    finally:
+        close_django()
+        if not keep_db:
+            database.drop(server_url, dbname)
+    note(f"bench finished in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _jobs_only(dbname: str, keep_db: bool) -> int:
+    """BENCH_ONLY=jobs: no server; the community is reused with BENCH_KEEP_DB=1 when the
+    database holds one of the same sizes."""
+    started = time.monotonic()
+    server_url = database.server_url()
+    bench_url = database.with_dbname(server_url, dbname)
+    reuse = keep_db and jobs.existing(bench_url, *jobs.sizes()) is not None
+    if not reuse:
+        database.recreate(server_url, dbname)
+    try:
+        jobs.setup_django(bench_url)
+        pg = database.server_settings(bench_url)
+        note(
+            f"database {dbname} (PostgreSQL {pg['server_version']}, shared_buffers="
+            f"{pg['shared_buffers']}, synchronous_commit={pg['synchronous_commit']})"
+        )
+        jobs.measure(bench_url, reuse=reuse, figure=figure)
     finally:
         close_django()
         if not keep_db:
