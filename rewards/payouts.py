@@ -45,7 +45,7 @@ def payout_body(row: Payout) -> dict[str, Any]:
     }
 
 
-def _announce(community: Community, row: Payout, topic: str) -> None:
+def announce_payout(community: Community, row: Payout, topic: str) -> None:
     payload = payout_body(row)
     payload["created_at"] = row.created_at.isoformat()
     payload["updated_at"] = row.updated_at.isoformat()
@@ -84,8 +84,38 @@ def payout_request(
         created_at=now,
         updated_at=now,
     )
-    _announce(community, row, "payout.requested")
+    announce_payout(community, row, "payout.requested")
     return row
+
+
+def _redemption_follows(
+    community: Community,
+    redemption: Redemption,
+    status: str,
+    actor: str,
+    now: dt.datetime,
+    **fields: Any,
+) -> None:
+    """A redemption moved by its payout (confirmed: fulfilled; cancelled: cancelled), audited
+    and announced like the redemption's own steps."""
+    from rewards.redemptions import redemption_announce
+
+    if redemption.status != RedemptionStatus.APPROVED:
+        return
+    redemption.status, redemption.updated_at = status, now
+    for name, value in fields.items():
+        setattr(redemption, name, value)
+    redemption.save()
+    action = "fulfil" if status == RedemptionStatus.FULFILLED else "cancel"
+    audit_record(
+        community=community,
+        actor=actor,
+        action=f"redemption.{action}",
+        target=redemption.client_id,
+        data={"via": "payout"},
+        now=now,
+    )
+    redemption_announce(community, redemption, f"redemption.{status}")
 
 
 def payout_get(community: Community, payout_id: int) -> Payout:
@@ -138,15 +168,16 @@ def payout_confirm(
             raise InvalidTransition(f"Payout {payout_id} is {row.status}.")
         row.status, row.reference, row.updated_at = PayoutStatus.CONFIRMED, reference, now
         row.save(update_fields=["status", "reference", "updated_at"])
-        if row.redemption_id:
-            Redemption.objects.filter(
-                pk=row.redemption_id, status=RedemptionStatus.APPROVED
-            ).update(
-                status=RedemptionStatus.FULFILLED,
+        if row.redemption_id and row.redemption is not None:
+            _redemption_follows(
+                community,
+                row.redemption,
+                RedemptionStatus.FULFILLED,
+                actor,
+                now,
                 payout_reference=reference,
                 fulfilled_by=actor,
                 fulfilled_at=now,
-                updated_at=now,
             )
         audit_record(
             community=community,
@@ -156,7 +187,7 @@ def payout_confirm(
             data={"reference": reference},
             now=now,
         )
-        _announce(community, row, "payout.confirmed")
+        announce_payout(community, row, "payout.confirmed")
     return row, True
 
 
@@ -186,7 +217,7 @@ def payout_fail(
             data={"reason": reason},
             now=now,
         )
-        _announce(community, row, "payout.failed")
+        announce_payout(community, row, "payout.failed")
     return row
 
 
@@ -211,7 +242,7 @@ def payout_retry(
             data={"attempt": row.attempts},
             now=now,
         )
-        _announce(community, row, "payout.requested")
+        announce_payout(community, row, "payout.requested")
     return row
 
 
@@ -246,8 +277,15 @@ def payout_cancel(
                 f"{row.redemption.client_id} cancelled",
                 actor=actor,
             )
-            Redemption.objects.filter(pk=row.redemption_id).update(
-                status=RedemptionStatus.CANCELLED, reason=reason[:500], updated_at=now
+            _redemption_follows(
+                community,
+                row.redemption,
+                RedemptionStatus.CANCELLED,
+                actor,
+                now,
+                reason=reason[:500],
+                decided_by=actor,
+                decided_at=now,
             )
         audit_record(
             community=community,
@@ -257,7 +295,7 @@ def payout_cancel(
             data={"reason": reason},
             now=now,
         )
-        _announce(community, row, "payout.cancelled")
+        announce_payout(community, row, "payout.cancelled")
     return row
 
 

@@ -2,10 +2,10 @@
 a red packet's payout requested) → fulfilled; or rejected / cancelled (points and stock
 released). Each step is one transaction, valid only from the right state, audited, announced.
 
-Locks, always in this order: the member row (``points.ledger.member_lock``), then the
-redemption row, then the variant row. Holds and spends go through the member row and
-``points.ledger.ledger_post``, so a balance never goes negative nor below what is held, and a
-point is never spent twice.
+Locks, always in this order: the community row (cash approvals only, as campaign approvals),
+the member row (``points.ledger.member_lock``), the redemption row, the variant row. Holds
+and spends go through the member row and ``points.ledger.ledger_post``, so a balance never
+goes negative nor below what is held, and a point is never spent twice.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def redemption_body(row: Redemption) -> dict[str, Any]:
     }
 
 
-def _announce(community: Community, row: Redemption, topic: str) -> None:
+def redemption_announce(community: Community, row: Redemption, topic: str) -> None:
     payload = redemption_body(row)
     for key in ("created_at", "updated_at"):
         payload[key] = payload[key].isoformat()
@@ -133,6 +133,11 @@ def redemption_request(
     may be tried again once the member can: docs/rewards.md).
 
     Locks the member row, then the variant row."""
+    if not 1 <= item.quantity <= 100:
+        raise ValidationFailed(
+            "The redemption is invalid.",
+            [FieldError("quantity", "out_of_range", "must be between 1 and 100")],
+        )
     existing = _replay(community, item)
     if existing is not None:
         return existing, False
@@ -213,7 +218,7 @@ def redemption_request(
                 data={"member": member.external_id, "reward": reward.code, "points": points},
                 now=now,
             )
-            _announce(community, row, "redemption.requested")
+            redemption_announce(community, row, "redemption.requested")
     except IntegrityError:
         # a concurrent request with this id committed first: answer as a replay of it
         replayed = _replay(community, item)
@@ -301,6 +306,9 @@ def redemption_approve(
     the community row lock) and, for a red packet, requests its payout."""
     now = now or timezone.now()
     with transaction.atomic():
+        if redemption_get(community, client_id).reward.kind == RewardKind.RED_PACKET:
+            # cash: the community row first, as campaign approvals take it (one lock order)
+            _lock_community(community)
         member, row = _locked(community, client_id)
         _expect(row, RedemptionStatus.REQUESTED)
         threshold = reward_settings(community).second_approval_above_fen
@@ -321,7 +329,6 @@ def redemption_approve(
                 f"{actor} gave the first approval; a different admin must give the second."
             )
         if row.reward.kind == RewardKind.RED_PACKET:
-            _lock_community(community)
             budget_check(community, row.value_fen, now)
         if row.approved_by:
             row.second_approved_by = actor
@@ -358,7 +365,7 @@ def redemption_approve(
             data={"points": row.points, "value_fen": row.value_fen},
             now=now,
         )
-        _announce(community, row, "redemption.approved")
+        redemption_announce(community, row, "redemption.approved")
         if row.reward.kind == RewardKind.RED_PACKET:
             from rewards.payouts import payout_request
 
@@ -407,7 +414,7 @@ def _release(
             data={"reason": reason, "points_released": row.points},
             now=now,
         )
-        _announce(community, row, f"redemption.{status}")
+        redemption_announce(community, row, f"redemption.{status}")
     return row
 
 
@@ -482,12 +489,25 @@ def redemption_fulfil(
                 )
             payout = Payout.objects.select_for_update().filter(redemption=row).first()
             if payout is not None and payout.status != PayoutStatus.CONFIRMED:
+                from rewards.payouts import announce_payout
+
                 payout.status, payout.reference, payout.updated_at = (
                     PayoutStatus.CONFIRMED,
                     reference,
                     now,
                 )
                 payout.save(update_fields=["status", "reference", "updated_at"])
+                audit_record(
+                    community=community,
+                    actor=actor,
+                    action="payout.confirm",
+                    target=str(payout.pk),
+                    data={"reference": reference, "via": "fulfil"},
+                    now=now,
+                )
+                payout.member = member
+                payout.redemption = row
+                announce_payout(community, payout, "payout.confirmed")
         row.status, row.payout_reference, row.tracking_number = (
             RedemptionStatus.FULFILLED,
             reference,
@@ -503,5 +523,5 @@ def redemption_fulfil(
             data={"reference": reference, "tracking_number": tracking_number},
             now=now,
         )
-        _announce(community, row, "redemption.fulfilled")
+        redemption_announce(community, row, "redemption.fulfilled")
     return row

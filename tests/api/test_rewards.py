@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from points.adjustments import AdjustmentInput, adjustment_create
-from points.models import Community, Member
+from points.models import AuditLog, Community, Member
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/v1/communities/acme"
@@ -125,6 +125,8 @@ def test_red_packet_payout_confirmed_by_the_bot(
     assert bot.post(url, {"reference": "wx-1"}, format="json").status_code == 200
     assert bot.post(url, {"reference": "wx-2"}, format="json").status_code == 409
     assert bot.get(f"{BASE}/redemptions/r2").json()["status"] == "fulfilled"
+    # the redemption moved by its payout leaves the trail its own steps leave
+    assert AuditLog.objects.filter(action="redemption.fulfil", target="r2").count() == 1
     assert (
         bot.post(f"{BASE}/payouts/abc/confirm", {"reference": "x"}, format="json").status_code
         == 400
