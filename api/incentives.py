@@ -16,7 +16,7 @@ from api.auth import request_actor as _actor
 from api.auth import request_community as _community
 from api.serializers import StrictBooleanField, StrictCharField
 from incentives.config import DEFAULT_TIERS, community_ladder, ladder_document
-from incentives.honors import CATEGORIES, honor_roll_get
+from incentives.honors import CATEGORIES, LISTED, honor_counts, honor_roll_get
 from incentives.koc import koc_candidates, koc_confirm, koc_dismiss
 from incentives.models import KocCandidate, KocStatus, Role
 from incentives.roles import member_role_set
@@ -495,7 +495,11 @@ class HonorRollSerializer(serializers.Serializer):
     month = serializers.CharField()
     published_at = serializers.DateTimeField()
     categories = serializers.DictField(
-        help_text=f"One ranked list per category: {', '.join(CATEGORIES)}."
+        help_text=f"One ranked list per category: {', '.join(CATEGORIES)}; a category "
+        f"without a top lists at most {LISTED} members."
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), help_text="How many members each category honors."
     )
 
 
@@ -573,6 +577,15 @@ class HonorRollView(APIView):
                             },
                         ],
                     },
+                    "counts": {
+                        "top_points": 1,
+                        "full_attendance": 1,
+                        "best_content": 1,
+                        "most_helpful": 0,
+                        "top_inviters": 0,
+                        "new_kocs": 1,
+                        "promotions": 1,
+                    },
                 },
                 response_only=True,
             ),
@@ -587,5 +600,6 @@ class HonorRollView(APIView):
                 "month": f"{roll.month:%Y-%m}",
                 "published_at": _time(roll.published_at),
                 "categories": roll.categories,
+                "counts": honor_counts(roll),
             }
         )

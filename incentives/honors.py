@@ -30,6 +30,10 @@ from points.timeutils import community_zone, month_start, today
 
 JOB = "honor_roll"
 TOP = {"top_points": 10, "best_content": 5, "most_helpful": 5, "top_inviters": 5}
+# Categories without a top (full attendance, new KOCs, promotions) list at most this many in
+# the roll and its webhook (a big community promotes tens of thousands in a month); every
+# member's honor is still an ``Honor`` row, and ``honor_counts`` gives each category's size.
+LISTED = 200
 CATEGORIES = (
     "top_points",
     "full_attendance",
@@ -211,7 +215,8 @@ def _publish(community: Community, start: dt.date, now: dt.datetime) -> HonorRol
             entry.update(tier=tier_codes.get(int(value), str(value)))
         elif category != "new_kocs":
             entry["value"] = value
-        categories[category].append(entry)
+        if len(categories[category]) < LISTED:
+            categories[category].append(entry)
     roll = HonorRoll.objects.create(
         community=community, month=start, published_at=now, categories=categories
     )
@@ -254,6 +259,14 @@ def honor_roll_get(community: Community, month: str) -> HonorRoll:
             "month, in the community's time zone."
         )
     return roll
+
+
+def honor_counts(roll: HonorRoll) -> dict[str, int]:
+    """How many members each category of a published roll honors (its list may be cut)."""
+    from django.db.models import Count
+
+    counts = dict(Honor.objects.filter(roll=roll).values_list("category").annotate(n=Count("id")))
+    return {name: int(counts.get(name, 0)) for name in CATEGORIES}
 
 
 @dataclass(frozen=True)

@@ -177,3 +177,19 @@ def test_two_publishers_at_once_publish_one_roll(community: Community, post: Pos
         t.join()
     assert sorted(r.get("already_ran", False) for r in results) == [False, True]
     assert HonorRoll.objects.count() == 1
+
+
+def test_a_category_without_a_top_lists_at_most_the_limit_and_counts_everyone(
+    community: Community, post: Post, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from incentives.honors import honor_counts
+
+    monkeypatch.setattr(honors, "LISTED", 2)
+    _october_check_ins(post, "p1")
+    _october_check_ins(post, "p2")
+    _october_check_ins(post, "p3")
+    honor_roll_publish(community=community, month="2026-10", now=NOW)
+    roll = honor_roll_get(community, "2026-10")
+    assert [e["member"] for e in roll.categories["full_attendance"]] == ["p1", "p2"]
+    assert honor_counts(roll)["full_attendance"] == 3
+    assert Honor.objects.filter(category="full_attendance").count() == 3
