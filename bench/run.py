@@ -6,8 +6,11 @@ progress, settings and the profile paths go to stderr as ``# …`` lines.
 Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
 BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (sync),
 BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
-BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks | jobs), BENCH_RANK_MEMBERS
-(1000000), BENCH_RANK_REQUESTS (4000).
+BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks | jobs | freshness |
+rewards | reports), BENCH_RANK_MEMBERS (1000000), BENCH_RANK_REQUESTS (4000).
+
+BENCH_ONLY=freshness | rewards | reports run ``bench/<name>.py`` as their own process (``all``
+runs them last).
 
 BENCH_ONLY=jobs times the incentive jobs (tiers, KOC, honor roll) on one generated community
 beside a raw aggregate pass over its events (``bench/jobs.py``), without the server (``all``
@@ -135,8 +138,11 @@ def main() -> int:
     keep_db = os.environ.get("BENCH_KEEP_DB") == "1"
     started = time.monotonic()
     run_id = time.strftime("%H%M%S")
-    if os.environ.get("BENCH_ONLY", "all") == "jobs":
+    only = os.environ.get("BENCH_ONLY", "all")
+    if only == "jobs":
         return _jobs_only(dbname, keep_db)
+    if only in SEPARATE:
+        return _separate(only)
 
     server_url = database.server_url()
     bench_url = database.recreate(server_url, dbname)
@@ -234,8 +240,33 @@ def main() -> int:
         close_django()
         if not keep_db:
             database.drop(server_url, dbname)
+    if only == "all":
+        for name in SEPARATE:
+            _separate(name)
     note(f"bench finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+# Parts that run as their own process (each sets up its own database and Django, or starts
+# the service as make run does): BENCH_ONLY=<name>, and part of `all`, after the rest.
+SEPARATE = {
+    "freshness": "bench.freshness",  # seconds from an event to the leaderboard under make run
+    "rewards": "bench.rewards",  # redemptions/s from 16 clients; a 10k-packet campaign
+    "reports": "bench.reports",  # the operator's reports over a large community
+}
+
+
+def _separate(name: str) -> int:
+    import importlib.util
+    import subprocess
+
+    module = SEPARATE[name]
+    if importlib.util.find_spec(module) is None:
+        note(f"{module} is not here: skipped")
+        return 0
+    note(f"running {module}")
+    done = subprocess.run([sys.executable, "-m", module], cwd=ROOT, check=False)  # noqa: S603
+    return done.returncode
 
 
 def _jobs_only(dbname: str, keep_db: bool) -> int:
