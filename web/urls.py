@@ -1,8 +1,10 @@
 from django.urls import path
 
-from web import landing, views
+from web import landing, redeem, views
 
 urlpatterns = [
     path("", landing.landing, name="landing"),
     path("m/<str:token>/", views.member_page, name="member-page"),
+    path("m/<str:token>/redeem", redeem.member_redeem, name="member-redeem"),
+    path("m/<str:token>/cancel", redeem.member_redemption_cancel, name="member-redemption-cancel"),
 ]

@@ -19,6 +19,7 @@ from points.selectors import (
     member_ledger,
 )
 from points.services import rank_snapshot_ensure
+from web.redeem import member_rewards
 
 BOARD_SIZE = 10
 HISTORY_SIZE = 15
@@ -154,4 +155,5 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
             for c in tier.criteria
         ],
         "koc": standing.koc,
+        "rewards": member_rewards(member, lang),
     }
