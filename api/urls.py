@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from api import campaigns, events, incentives, leaderboards, operators, rewards, views
+from api import campaigns, events, incentives, leaderboards, operators, reports, rewards, views
 
 
 class MemberIdConverter:
@@ -182,5 +182,10 @@ urlpatterns = [
         "communities/<slug:community>/campaigns/<member:campaign_id>/allocations",
         campaigns.CampaignAllocationsView.as_view(),
         name="campaign-allocations",
+    ),
+    path(
+        "communities/<slug:community>/reports/<str:name>",
+        reports.ReportView.as_view(),
+        name="report",
     ),
 ]
