@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from api import schema
 from api.auth import request_community as _community
-from api.errors import field_errors, flatten_errors, problem, problem_response
+from api.errors import field_errors, flatten_errors, problem, problem_response, say
 from api.pagination import LedgerCursorPagination
 from api.parsers import RefusedItem
 from api.serializers import (
@@ -326,7 +326,7 @@ def _batch_error(
     return {
         "id": client_id if isinstance(client_id, str) else None,
         "status": item_status,
-        "error": {"code": code, "message": message, "errors": errors},
+        "error": {"code": code, "message": say(message), "errors": errors},
     }
 
 

@@ -291,3 +291,17 @@ def test_hostile_input_field_messages_are_translated(community, make_client, bod
     )
     assert response.status_code == 400
     assert expected in response.json()["errors"][0]["message"]
+
+
+def test_a_chinese_batch_answer_carries_no_english_item_message(community, make_client):
+    client = make_client(community, ["events:write"])
+    response = client.post(
+        "/api/v1/communities/acme/events/batch",
+        {"events": [{"id": "b1", "type": "nope", "member": "a"}]},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="zh-CN",
+    )
+    item = response.json()["results"][0]
+    assert item["status"] == "invalid"
+    assert CJK.search(item["error"]["message"]), item
+    assert not ENGLISH_WORD.search(QUOTED.sub("", item["error"]["message"])), item
