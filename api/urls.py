@@ -189,3 +189,39 @@ urlpatterns = [
         name="report",
     ),
 ]
+
+# assessment rounds (群门槛 / reviews)
+from api import assessments  # noqa: E402
+
+urlpatterns += [
+    path(
+        "communities/<slug:community>/assessments",
+        assessments.AssessmentsView.as_view(),
+        name="assessments",
+    ),
+    path(
+        "communities/<slug:community>/assessments/<member:assessment_id>",
+        assessments.AssessmentDetailView.as_view(),
+        name="assessment-detail",
+    ),
+    path(
+        "communities/<slug:community>/assessments/<member:assessment_id>/owner-scores",
+        assessments.AssessmentOwnerScoresView.as_view(),
+        name="assessment-owner-scores",
+    ),
+    path(
+        "communities/<slug:community>/assessments/<member:assessment_id>/results",
+        assessments.AssessmentResultsView.as_view(),
+        name="assessment-results",
+    ),
+    path(
+        "communities/<slug:community>/assessments/<member:assessment_id>/close",
+        assessments.AssessmentCloseView.as_view(),
+        name="assessment-close",
+    ),
+    path(
+        "communities/<slug:community>/reports/<str:name>",
+        reports.ReportView.as_view(),
+        name="report",
+    ),
+]
