@@ -1,6 +1,16 @@
 from django.urls import path, register_converter
 
-from api import campaigns, events, incentives, leaderboards, operators, reports, rewards, views
+from api import (
+    campaigns,
+    events,
+    incentives,
+    leaderboards,
+    operators,
+    refresh,
+    reports,
+    rewards,
+    views,
+)
 
 
 class MemberIdConverter:
@@ -183,10 +193,21 @@ urlpatterns = [
         campaigns.CampaignAllocationsView.as_view(),
         name="campaign-allocations",
     ),
+    # member refresh (换血)
     path(
-        "communities/<slug:community>/reports/<str:name>",
-        reports.ReportView.as_view(),
-        name="report",
+        "communities/<slug:community>/refresh-candidates",
+        refresh.RefreshCandidatesView.as_view(),
+        name="refresh-candidates",
+    ),
+    path(
+        "communities/<slug:community>/refresh-candidates/<member:member>/confirm",
+        refresh.RefreshConfirmView.as_view(),
+        name="refresh-confirm",
+    ),
+    path(
+        "communities/<slug:community>/refresh-candidates/<member:member>/spare",
+        refresh.RefreshSpareView.as_view(),
+        name="refresh-spare",
     ),
 ]
 

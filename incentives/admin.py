@@ -28,9 +28,12 @@ from incentives.models import (
     KocStatus,
     MemberRole,
     MemberTier,
+    RefreshCandidate,
+    RefreshStatus,
     Role,
     TierChange,
 )
+from incentives.refresh import refresh_decide
 from incentives.roles import member_role_set
 from incentives.tiers import tier_ladder_set, tier_set_lock
 from points.admin import MemberAdmin as PointsMemberAdmin
@@ -660,3 +663,97 @@ class MemberWithStandingAdmin(PointsMemberAdmin):
 
 admin.site.unregister(Member)
 admin.site.register(Member, MemberWithStandingAdmin)
+
+
+# --- member refresh (换血) ---------------------------------------------------------------------
+
+
+@admin.register(RefreshCandidate)
+class RefreshCandidateAdmin(ReadOnlyAdmin):
+    """The members the monthly refresh job flagged, per month, least active first, with the
+    figures behind each. An operator confirms a ``to_refresh`` member (announced as
+    ``refresh.confirmed`` so that a bot removes them) or spares an ``at_risk`` or
+    ``to_refresh`` one, through ``refresh_decide`` (audited); other rows are reported and left
+    as they are."""
+
+    list_display = [
+        "community",
+        "period",
+        "member",
+        "member_name",
+        "status",
+        "speaking_days",
+        "check_in_days",
+        "window_days",
+        zoned("flagged_at", "flagged"),
+        zoned("recovery_until", "recovery until"),
+        "decided_by",
+    ]
+    list_filter = ["status", "period", "community"]
+    search_fields = ["member__external_id", "member__display_name", "decided_by"]
+    list_select_related = ["community", "member"]
+    ordering = ["-period", "community", "id"]
+    actions = ["confirm_refresh", "spare_refresh"]
+    readonly_fields = (
+        "community",
+        "period",
+        "member",
+        "status",
+        "speaking_days",
+        "check_in_days",
+        "window_days",
+        "figures",
+        "flagged_at_zoned",
+        "recovery_until_zoned",
+        "decided_by",
+        "decided_at_zoned",
+        "note",
+    )
+    fields = readonly_fields
+    flagged_at_zoned = _detail("flagged_at", "flagged")
+    recovery_until_zoned = _detail("recovery_until", "recovery until")
+    decided_at_zoned = _detail("decided_at", "decided")
+    show_full_result_count = False
+
+    @admin.display(description="display name", ordering="member__display_name")
+    def member_name(self, obj: RefreshCandidate) -> str:
+        return obj.member.display_name
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("incentives.change_refreshcandidate")
+
+    def _decide(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[RefreshCandidate],
+        decision: str,
+        allowed: tuple[str, ...],
+        done: str,
+    ) -> None:
+        _each(
+            request,
+            queryset.select_related("community", "member").order_by("id"),
+            skip=lambda row: f"{row.period} is {row.status}" if row.status not in allowed else None,
+            act=lambda row: refresh_decide(
+                community=row.community,
+                member=row.member,
+                period=row.period,
+                decision=decision,
+                actor=_actor(request),
+            ),
+            done=done,
+        )
+
+    @admin.action(description="Confirm removal (to_refresh only)", permissions=["decide"])
+    def confirm_refresh(self, request: HttpRequest, queryset: QuerySet[RefreshCandidate]) -> None:
+        self._decide(request, queryset, "confirm", (RefreshStatus.TO_REFRESH,), "Confirmed")
+
+    @admin.action(description="Spare (keep the member)", permissions=["decide"])
+    def spare_refresh(self, request: HttpRequest, queryset: QuerySet[RefreshCandidate]) -> None:
+        self._decide(
+            request,
+            queryset,
+            "spare",
+            (RefreshStatus.AT_RISK, RefreshStatus.TO_REFRESH),
+            "Spared",
+        )

@@ -1,8 +1,8 @@
 """Thin Celery adapters: one task per community per job, fanned out by beat every hour.
 
 Each job is fenced per community and period (``incentives.jobs.run_once``), so the hourly
-fan-out runs a community's job once per local day (tiers, KOC) or month (honor roll), at the
-first run after local midnight, whatever the community's time zone.
+fan-out runs a community's job once per local day (tiers, KOC) or month (honor roll, member
+refresh), at the first run after local midnight, whatever the community's time zone.
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ def honor_roll_publish_community(community_id: int, month: str | None = None) ->
     return honor_roll_publish(community=Community.objects.get(pk=community_id), month=month)
 
 
+@job_task
+def refresh_run_community(community_id: int, period: str | None = None) -> dict[str, Any]:
+    from incentives.refresh import refresh_run
+
+    return refresh_run(community=Community.objects.get(pk=community_id), period=period)
+
+
 def _fan_out(task: Any) -> int:
     ids = list(Community.objects.order_by("pk").values_list("pk", flat=True))
     for community_id in ids:
@@ -66,3 +73,8 @@ def koc_detect_all() -> int:
 @shared_task
 def honor_rolls_publish_all() -> int:
     return _fan_out(honor_roll_publish_community)
+
+
+@shared_task
+def refresh_run_all() -> int:
+    return _fan_out(refresh_run_community)

@@ -56,6 +56,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "incentives.tasks.honor_rolls_publish_all",
         "schedule": crontab(minute=27),
     },
+    # Member refresh (换血): fenced per community and local month, so the first run of each
+    # month does the work.
+    "incentives-refresh": {
+        "task": "incentives.tasks.refresh_run_all",
+        "schedule": crontab(minute=37),
+    },
     "ledger-reconcile-nightly": {
         "task": "points.tasks.ledger_reconcile_all",
         "schedule": crontab(hour=3, minute=17),

@@ -65,6 +65,12 @@ def _honor_roll(community: Community, period: str | None) -> Any:
     return honor_roll_publish(community=community, month=period)
 
 
+def _refresh(community: Community, period: str | None) -> Any:
+    from incentives.refresh import refresh_run
+
+    return refresh_run(community=community, period=period)
+
+
 JOBS: dict[str, Job] = {
     "expiry": Job(_expiry, "points-expire-daily", "ignored: expires what is due now"),
     "reconcile": Job(_reconcile, "ledger-reconcile-nightly", "a label (default: manual-<now>)"),
@@ -74,6 +80,7 @@ JOBS: dict[str, Job] = {
     "honor_roll": Job(
         _honor_roll, "incentives-honor-rolls", "YYYY-MM (default: the month that just ended)"
     ),
+    "refresh": Job(_refresh, "incentives-refresh", "YYYY-MM (default: the current month)"),
 }
 
 
