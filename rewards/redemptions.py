@@ -106,17 +106,20 @@ def redemption_announce(community: Community, row: Redemption, topic: str) -> No
 
 
 def _replay(community: Community, item: RedemptionRequest) -> Redemption | None:
-    row = (
-        Redemption.objects.select_related("member", "reward", "variant")
-        .filter(community=community, client_id=item.client_id)
+    """The stored redemption of this id (None for a new id: one index probe, no joins)."""
+    found = (
+        Redemption.objects.filter(community=community, client_id=item.client_id)
+        .values_list("pk", "body_hash")
         .first()
     )
-    if row is not None and row.body_hash != item.body_hash():
+    if found is None:
+        return None
+    if found[1] != item.body_hash():
         raise RedemptionConflict(
             f"Redemption '{item.client_id}' was already requested with a different body.",
             [FieldError("id", "conflict", "this id was already used with a different body")],
         )
-    return row
+    return Redemption.objects.select_related("member", "reward", "variant").get(pk=found[0])
 
 
 def redemption_request(
