@@ -20,7 +20,6 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
-from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Sum, URLField
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -32,13 +31,19 @@ from django.utils.safestring import SafeString
 from incentives.config import community_ladder
 from incentives.honors import previous_month
 from incentives.models import Honor, KocCandidate, KocStatus, MemberTier
-from points.adjustments import audit_record
 from points.admin import ReadOnlyAdmin, zoned
 from points.exceptions import DomainError
 from points.models import Community, Member, PeriodKind, PeriodTotal
 from points.timeutils import month_start, today
 from rewards.campaigns import campaign_approve, campaign_cancel
-from rewards.catalog import RewardInput, VariantInput, reward_save, reward_settings
+from rewards.catalog import (
+    SETTINGS_FIELDS,
+    RewardInput,
+    VariantInput,
+    reward_save,
+    reward_settings,
+    reward_settings_set,
+)
 from rewards.models import (
     Allocation,
     Campaign,
@@ -154,41 +159,6 @@ class ReasonActionForm(helpers.ActionForm):
 
 # --- reward settings ----------------------------------------------------------------------------
 
-SETTINGS_FIELDS = (
-    "second_approval_above_fen",
-    "monthly_budget_fen",
-    "welcome_packet_fen",
-    "welcome_daily_budget_fen",
-    "featured_reward_fen",
-    "member_daily_packets",
-    "member_daily_fen",
-)
-
-
-def _settings_save(*, community: Community, values: dict[str, Any], actor: str) -> RewardSettings:
-    """Replace a community's reward policy and audit it (``reward_settings.update``, with the
-    values before and after). Takes the community row lock that approvals take before checking
-    the budget, so a budget change never lands in the middle of an approval.
-
-    This belongs in ``rewards.catalog`` beside ``reward_settings``; no service writes the policy
-    yet, so it lives here, the one place that edits it."""
-    now = timezone.now()
-    with transaction.atomic():
-        Community.objects.select_for_update(no_key=True).filter(pk=community.pk).first()
-        before = RewardSettings.objects.filter(community=community).values(*SETTINGS_FIELDS).first()
-        row, _ = RewardSettings.objects.update_or_create(
-            community=community, defaults={**values, "updated_at": now, "updated_by": actor}
-        )
-        audit_record(
-            community=community,
-            actor=actor,
-            action="reward_settings.update",
-            target=community.slug,
-            data={"before": before, "after": values},
-            now=now,
-        )
-    return row
-
 
 def spend_against_budget(community: Community, now: dt.datetime | None = None) -> str:
     """Cash committed in the community's current local month against its monthly budget."""
@@ -281,7 +251,7 @@ class RewardSettingsAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: RewardSettings, form: Any, change: bool
     ) -> None:
-        saved = _settings_save(
+        saved = reward_settings_set(
             community=obj.community,
             values={name: form.cleaned_data[name] for name in SETTINGS_FIELDS},
             actor=_actor(request),

@@ -40,6 +40,41 @@ def reward_settings(community: Community) -> RewardSettings:
     return found or RewardSettings(community=community, updated_at=timezone.now(), updated_by="")
 
 
+SETTINGS_FIELDS = (
+    "second_approval_above_fen",
+    "monthly_budget_fen",
+    "welcome_packet_fen",
+    "welcome_daily_budget_fen",
+    "featured_reward_fen",
+    "member_daily_packets",
+    "member_daily_fen",
+)
+
+
+def reward_settings_set(
+    *, community: Community, values: dict[str, Any], actor: str
+) -> RewardSettings:
+    """Replace a community's reward policy and audit it (``reward_settings.update``, with the
+    values before and after). Takes the community row lock that cash approvals take before
+    checking the budget, so a budget change never lands in the middle of an approval."""
+    now = timezone.now()
+    with transaction.atomic():
+        Community.objects.select_for_update(no_key=True).filter(pk=community.pk).first()
+        before = RewardSettings.objects.filter(community=community).values(*SETTINGS_FIELDS).first()
+        row, _ = RewardSettings.objects.update_or_create(
+            community=community, defaults={**values, "updated_at": now, "updated_by": actor}
+        )
+        audit_record(
+            community=community,
+            actor=actor,
+            action="reward_settings.update",
+            target=community.slug,
+            data={"before": before, "after": values},
+            now=now,
+        )
+    return row
+
+
 def local_month_bounds(community: Community, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) instants of the local month of ``day``."""
     zone = community_zone(community.timezone)
