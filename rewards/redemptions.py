@@ -434,6 +434,10 @@ def redemption_reject(
         raise ValidationFailed(
             "A rejection needs a reason.", [FieldError("reason", "required", "say why")]
         )
+    if len(reason) > 500:
+        raise ValidationFailed(
+            "The reason is too long.", [FieldError("reason", "max_length", "at most 500")]
+        )
     return _release(
         community=community,
         client_id=client_id,
