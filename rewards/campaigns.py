@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.fields.json import KT
 from django.db.models.functions import Concat
@@ -493,19 +493,24 @@ def _store(
     )
     campaign.allocation_digest = stored_digest(campaign, shares)
     campaign.save()
-    Allocation.objects.bulk_create(
-        (
-            Allocation(
-                community=community,
-                campaign=campaign,
-                index=i,
-                member_id=member_id,
-                amount_fen=amount,
-            )
-            for i, (member_id, amount) in enumerate(zip(member_ids, shares, strict=True), 1)
-        ),
-        batch_size=BULK_BATCH,
-    )
+    # one statement over arrays (no model object per packet: 10,000 of them were most of a
+    # campaign's creation time)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO rewards_allocation (community_id, campaign_id, index, member_id,
+                                            amount_fen)
+            SELECT %s, %s, x.i, x.member_id, x.amount
+            FROM unnest(%s::int[], %s::bigint[], %s::int[]) AS x(i, member_id, amount)
+            """,
+            [
+                community.pk,
+                campaign.pk,
+                list(range(1, len(shares) + 1)),
+                list(member_ids),
+                list(shares),
+            ],
+        )
     audit_record(
         community=community,
         actor=actor,
