@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
+from api.errors import say
 from api.serializers import (
     AwareDateTimeField,
     MemberIdField,
@@ -22,7 +23,7 @@ from api.serializers import (
     StrictRegexField,
     timestamp,
 )
-from points.exceptions import FieldError, ValidationFailed
+from points.exceptions import DomainError, FieldError, ValidationFailed
 from points.ingest import member_id_problem
 from points.models import Scope
 from points.selectors import member_by_external_id
@@ -54,6 +55,7 @@ from rewards.redemptions import (
     redemption_reject,
     redemption_request,
 )
+from rewards.selectors import MemberContext, member_contexts
 
 LIST_LIMIT = 500
 
@@ -533,7 +535,151 @@ class RedemptionsView(APIView):
             rows = rows.filter(status=wanted)
         if "member" in request.query_params:
             rows = rows.filter(member__external_id=_member_param(request))
-        return Response({"results": [_redemption(r) for r in rows.order_by("-id")[:LIST_LIMIT]]})
+        page = list(rows.select_related("member__community").order_by("-id")[:LIST_LIMIT])
+        contexts = member_contexts([r.member for r in page])
+        return Response(
+            {
+                "results": [
+                    {**_redemption(r), "member_context": _context(contexts[r.member_id])}
+                    for r in page
+                ]
+            }
+        )
+
+
+def _context(found: MemberContext) -> dict[str, Any]:
+    return {
+        "tier": found.tier,
+        "koc": found.koc,
+        "last_event_at": timestamp(found.last_event_at) if found.last_event_at else None,
+        "month": found.month,
+        "points_this_month": found.points_this_month,
+        "redemptions": found.redemptions,
+        "honors": [{"month": m, "category": c, "rank": r} for m, c, r in found.honors],
+    }
+
+
+class MemberContextSerializer(serializers.Serializer):
+    tier = serializers.CharField()
+    koc = serializers.BooleanField()
+    last_event_at = serializers.DateTimeField(allow_null=True)
+    month = serializers.CharField()
+    points_this_month = serializers.IntegerField()
+    redemptions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="The member's redemptions by status."
+    )
+    honors = serializers.ListField(child=serializers.DictField())
+
+
+class QueuedRedemptionSerializer(RedemptionOutputSerializer):
+    member_context = MemberContextSerializer(
+        help_text="What an admin weighs: tier, KOC, activity, earlier redemptions, honors."
+    )
+
+
+class RedemptionQueueSerializer(serializers.Serializer):
+    results = QueuedRedemptionSerializer(many=True)
+
+
+class BulkDecisionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["approve", "reject"])
+    ids = serializers.ListField(
+        child=StrictRegexField(r"^\S{1,128}$"), min_length=1, max_length=200
+    )
+    reason = StrictCharField(max_length=500, required=False, allow_blank=True)
+
+
+class BulkOutcomeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    ok = serializers.BooleanField()
+    status = serializers.CharField(allow_null=True)
+    error = serializers.DictField(allow_null=True)
+
+
+class BulkResultSerializer(serializers.Serializer):
+    results = BulkOutcomeSerializer(many=True)
+
+
+class RedemptionBulkView(APIView):
+    required_scope = Scope.ADMIN
+
+    @extend_schema(
+        operation_id="redemptions_decide",
+        summary="Approve or reject several pending redemptions (each on its own)",
+        description=(
+            "Each id is decided in its own transaction, as one approve or reject would be: a "
+            "refused one (wrong state, the same admin twice, budget) carries its error and the "
+            "others go ahead. Rejecting needs a reason."
+        ),
+        request=BulkDecisionSerializer,
+        responses={
+            200: BulkResultSerializer,
+            400: schema.PROBLEM,
+            401: schema.PROBLEM,
+            403: schema.PROBLEM,
+        },
+        examples=[
+            OpenApiExample(
+                "Approve two",
+                value={"action": "approve", "ids": ["r-1", "r-2"]},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Outcomes",
+                value={
+                    "results": [
+                        {"id": "r-1", "ok": True, "status": "approved", "error": None},
+                        {
+                            "id": "r-2",
+                            "ok": False,
+                            "status": None,
+                            "error": {
+                                "code": "invalid_transition",
+                                "message": "Redemption 'r-2' is rejected; this step "
+                                "needs requested.",
+                            },
+                        },
+                    ]
+                },
+                response_only=True,
+            ),
+        ],
+        tags=["rewards"],
+    )
+    def post(self, request: Request, community: str) -> Response:
+        body = BulkDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if data["action"] == "reject" and not data.get("reason", "").strip():
+            raise ValidationFailed(
+                "A rejection needs a reason.", [FieldError("reason", "required", "say why")]
+            )
+        results = []
+        for client_id in dict.fromkeys(data["ids"]):
+            try:
+                if data["action"] == "approve":
+                    row = redemption_approve(
+                        community=_community(request), client_id=client_id, actor=_actor(request)
+                    )
+                else:
+                    row = redemption_reject(
+                        community=_community(request),
+                        client_id=client_id,
+                        actor=_actor(request),
+                        reason=data["reason"],
+                    )
+            except DomainError as exc:
+                results.append(
+                    {
+                        "id": client_id,
+                        "ok": False,
+                        "status": None,
+                        "error": {"code": exc.code, "message": say(exc.detail)},
+                    }
+                )
+                continue
+            results.append({"id": client_id, "ok": True, "status": row.status, "error": None})
+        return Response({"results": results})
 
 
 class RedemptionDetailView(APIView):

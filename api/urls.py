@@ -122,6 +122,11 @@ urlpatterns = [
         name="redemptions",
     ),
     path(
+        "communities/<slug:community>/redemption-decisions",
+        rewards.RedemptionBulkView.as_view(),
+        name="redemptions-decide",
+    ),
+    path(
         "communities/<slug:community>/redemptions/<member:redemption_id>",
         rewards.RedemptionDetailView.as_view(),
         name="redemption-detail",

@@ -166,3 +166,44 @@ def test_refusals_name_their_reason(community: Community, admin: APIClient, bot:
         f"{BASE}/redemptions", {"id": "r6", "member": "carl", "reward": "nope"}, format="json"
     )
     assert missing.status_code == 404
+
+
+def test_the_queue_carries_member_context_and_decides_in_bulk(
+    community: Community, admin: APIClient, bot: APIClient, make_client: Callable[..., APIClient]
+) -> None:
+    admin.post(f"{BASE}/rewards", PACKET, format="json")
+    for name in ("dora", "eli"):
+        _credit(community, name, 50)
+        bot.post(
+            f"{BASE}/redemptions",
+            {"id": f"q-{name}", "member": name, "reward": "packet-5"},
+            format="json",
+        )
+    queue = admin.get(f"{BASE}/redemptions?status=requested").json()["results"]
+    assert [r["id"] for r in queue] == ["q-eli", "q-dora"]
+    assert queue[0]["member_context"]["tier"] == "newcomer"
+    assert queue[0]["member_context"]["redemptions"] == {"requested": 1}
+    admin.post(f"{BASE}/redemptions/q-eli/reject", {"reason": "duplicate"}, format="json")
+    decided = admin.post(
+        f"{BASE}/redemption-decisions",
+        {"action": "approve", "ids": ["q-dora", "q-eli", "nope"]},
+        format="json",
+    ).json()["results"]
+    assert [(d["id"], d["ok"], d["status"]) for d in decided] == [
+        ("q-dora", True, "approved"),
+        ("q-eli", False, None),
+        ("nope", False, None),
+    ]
+    assert decided[1]["error"]["code"] == "invalid_transition"
+    assert decided[2]["error"]["code"] == "redemption_not_found"
+    no_reason = admin.post(
+        f"{BASE}/redemption-decisions", {"action": "reject", "ids": ["x"]}, format="json"
+    )
+    assert no_reason.status_code == 400
+    assert no_reason.json()["errors"][0]["field"] == "reason"
+    assert (
+        bot.post(
+            f"{BASE}/redemption-decisions", {"action": "approve", "ids": ["q-dora"]}, format="json"
+        ).status_code
+        == 403
+    )
