@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
-from api.campaigns import _no_unknown_params, _refuse_unknown
+from api.params import refuse_unknown_fields, refuse_unknown_params
 from api.serializers import (
     AwareDateTimeField,
     MemberIdField,
@@ -513,9 +513,11 @@ class AssessmentsView(APIView):
     )
     def post(self, request: Request, community: str) -> Response:
         body = AssessmentInputSerializer(data=request.data)
-        _refuse_unknown(body, request.data)
+        refuse_unknown_fields(body, request.data)
         if isinstance(request.data, dict):
-            _refuse_unknown(ActivityUnitsSerializer(), request.data.get("activity"), "activity.")
+            refuse_unknown_fields(
+                ActivityUnitsSerializer(), request.data.get("activity"), "activity."
+            )
         body.is_valid(raise_exception=True)
         data = body.validated_data
         row, created = assessment_open(
@@ -549,7 +551,7 @@ class AssessmentDetailView(APIView):
         tags=TAGS,
     )
     def get(self, request: Request, community: str, assessment_id: str) -> Response:
-        _no_unknown_params(request)
+        refuse_unknown_params(request)
         return Response(assessment_body(assessment_get(_community(request), assessment_id)))
 
 
@@ -589,7 +591,7 @@ class AssessmentOwnerScoresView(APIView):
     )
     def post(self, request: Request, community: str, assessment_id: str) -> Response:
         body = OwnerScoresInputSerializer(data=request.data)
-        _refuse_unknown(body, request.data)
+        refuse_unknown_fields(body, request.data)
         body.is_valid(raise_exception=True)
         row = owner_scores_set(
             community=_community(request),
@@ -620,7 +622,7 @@ class AssessmentResultsView(APIView):
         tags=TAGS,
     )
     def get(self, request: Request, community: str, assessment_id: str) -> Response:
-        _no_unknown_params(request)
+        refuse_unknown_params(request)
         return Response(results_body(assessment_results(_community(request), assessment_id)))
 
 
@@ -648,7 +650,7 @@ class AssessmentCloseView(APIView):
         tags=TAGS,
     )
     def post(self, request: Request, community: str, assessment_id: str) -> Response:
-        _no_unknown_params(request)
+        refuse_unknown_params(request)
         _row, results = assessment_close(
             community=_community(request), client_id=assessment_id, actor=_actor(request)
         )

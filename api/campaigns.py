@@ -17,6 +17,7 @@ from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
 from api.pagination import cursor_decode, cursor_encode
+from api.params import ReadOrAdmin, refuse_unknown_fields, refuse_unknown_params
 from api.serializers import StrictCharField, StrictRegexField, timestamp
 from points.exceptions import FieldError, ValidationFailed
 from points.models import Scope
@@ -38,35 +39,6 @@ from rewards.splits import DEFAULT_MAX_FEN, DEFAULT_MIN_FEN
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 FEN_MAX = 2**31 - 1
-
-
-class _ReadOrAdmin:
-    """GET needs ``members:read``; every other method needs ``admin``."""
-
-    request: Request
-
-    @property
-    def required_scope(self) -> str:
-        return Scope.MEMBERS_READ if self.request.method == "GET" else Scope.ADMIN
-
-
-def _refuse_unknown(serializer: serializers.Serializer, data: Any, prefix: str = "") -> None:
-    if isinstance(data, dict):
-        unknown = sorted(set(data) - set(serializer.fields))
-        if unknown:
-            raise ValidationFailed(
-                "Unknown field.",
-                [FieldError(f"{prefix}{k}", "unknown_field", "is not a field") for k in unknown],
-            )
-
-
-def _no_unknown_params(request: Request, *known: str) -> None:
-    unknown = sorted(set(request.query_params) - set(known))
-    if unknown:
-        raise ValidationFailed(
-            "Unknown query parameter.",
-            [FieldError(name, "unknown_parameter", "is not a parameter") for name in unknown],
-        )
 
 
 # --- serializers ---------------------------------------------------------------------------------
@@ -323,9 +295,9 @@ class CampaignsView(APIView):
     )
     def post(self, request: Request, community: str) -> Response:
         body = CampaignInputSerializer(data=request.data)
-        _refuse_unknown(body, request.data)
+        refuse_unknown_fields(body, request.data)
         if isinstance(request.data, dict):
-            _refuse_unknown(AudienceSerializer(), request.data.get("audience"), "audience.")
+            refuse_unknown_fields(AudienceSerializer(), request.data.get("audience"), "audience.")
         body.is_valid(raise_exception=True)
         data = body.validated_data
         row, created = campaign_create(
@@ -346,7 +318,7 @@ class CampaignsView(APIView):
         )
 
 
-class CampaignDetailView(_ReadOrAdmin, APIView):  # type: ignore[misc]
+class CampaignDetailView(ReadOrAdmin, APIView):  # type: ignore[misc]
     @extend_schema(
         operation_id="campaigns_retrieve",
         summary="One campaign: its split's seed and digest, its approvals, what was paid",
@@ -445,7 +417,7 @@ class CampaignCancelView(APIView):
     )
     def post(self, request: Request, community: str, campaign_id: str) -> Response:
         body = CancelInputSerializer(data=request.data)
-        _refuse_unknown(body, request.data)
+        refuse_unknown_fields(body, request.data)
         body.is_valid(raise_exception=True)
         row = campaign_cancel(
             community=_community(request),
@@ -501,7 +473,7 @@ class CampaignAllocationsView(APIView):
         tags=["campaigns"],
     )
     def get(self, request: Request, community: str, campaign_id: str) -> Response:
-        _no_unknown_params(request, "cursor", "page_size")
+        refuse_unknown_params(request, "cursor", "page_size")
         size = request.query_params.get("page_size")
         limit = PAGE_SIZE
         if size is not None:

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
+from api.params import ReadOrAdmin, choice_param, refuse_unknown_params
 from api.serializers import StrictBooleanField, StrictCharField
 from incentives.config import DEFAULT_TIERS, community_ladder, ladder_document
 from incentives.honors import CATEGORIES, LISTED, honor_counts, honor_roll_get
@@ -21,7 +22,6 @@ from incentives.koc import koc_candidates, koc_confirm, koc_dismiss
 from incentives.models import KocCandidate, KocStatus, Role
 from incentives.roles import member_role_set
 from incentives.tiers import member_tier_standing, tier_history, tier_ladder_set, tier_set_lock
-from points.exceptions import FieldError, ValidationFailed
 from points.models import Scope
 from points.selectors import member_by_external_id
 
@@ -31,16 +31,6 @@ KOC_LIST_LIMIT = 500
 
 def _time(value: Any) -> str | None:
     return None if value is None else _DATETIME.to_representation(value)
-
-
-class _ReadOrAdmin:
-    """GET needs ``members:read``; every other method needs ``admin``."""
-
-    request: Request
-
-    @property
-    def required_scope(self) -> str:
-        return Scope.MEMBERS_READ if self.request.method == "GET" else Scope.ADMIN
 
 
 # --- roles ---------------------------------------------------------------------------------------
@@ -97,7 +87,7 @@ class LadderSerializer(serializers.Serializer):
     tiers = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=10)
 
 
-class TiersView(_ReadOrAdmin, APIView):  # type: ignore[misc]
+class TiersView(ReadOrAdmin, APIView):  # type: ignore[misc]
     @extend_schema(
         operation_id="tiers_retrieve",
         summary="The community's tier ladder",
@@ -391,18 +381,8 @@ class KocListView(APIView):
         tags=["incentives"],
     )
     def get(self, request: Request, community: str) -> Response:
-        unknown = sorted(set(request.query_params) - {"status"})
-        if unknown:
-            raise ValidationFailed(
-                "Unknown query parameter.",
-                [FieldError(name, "unknown_parameter", "is not a parameter") for name in unknown],
-            )
-        status = request.query_params.get("status")
-        if status is not None and status not in KocStatus.values:
-            raise ValidationFailed(
-                "Invalid filter.",
-                [FieldError("status", "invalid_choice", f"must be one of {KocStatus.values}")],
-            )
+        refuse_unknown_params(request, "status")
+        status = choice_param(request, "status", list(KocStatus.values))
         rows = koc_candidates(_community(request), status)[:KOC_LIST_LIMIT]
         return Response({"results": [koc_body(r) for r in rows]})
 

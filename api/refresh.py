@@ -16,6 +16,7 @@ from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
 from api.pagination import cursor_decode, cursor_encode
+from api.params import refuse_unknown_fields, refuse_unknown_params
 from api.serializers import StrictCharField
 from incentives.honors import parse_month
 from incentives.models import RefreshCandidate, RefreshStatus
@@ -33,15 +34,6 @@ _DATETIME = serializers.DateTimeField()
 
 def _time(value: Any) -> str | None:
     return None if value is None else _DATETIME.to_representation(value)
-
-
-def _no_unknown(names: Any, known: set[str], code: str, message: str) -> None:
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise ValidationFailed(
-            "Unknown field or parameter.",
-            [FieldError(name, code, message) for name in unknown],
-        )
 
 
 def _month(value: str | None, community: Community) -> str:
@@ -184,12 +176,7 @@ class RefreshCandidatesView(APIView):
     )
     def get(self, request: Request, community: str) -> Response:
         params = request.query_params
-        _no_unknown(
-            params,
-            {"month", "status", "cursor", "page_size"},
-            "unknown_parameter",
-            "is not a parameter",
-        )
+        refuse_unknown_params(request, "month", "status", "cursor", "page_size")
         found = _community(request)
         month = _month(params.get("month"), found)
         status = params.get("status")
@@ -229,9 +216,8 @@ class _RefreshDecisionView(APIView):
     decision = ""
 
     def post(self, request: Request, community: str, member: str) -> Response:
-        if isinstance(request.data, dict):
-            _no_unknown(request.data, {"month", "note"}, "unknown_field", "is not a field")
         body = RefreshDecisionInputSerializer(data=request.data)
+        refuse_unknown_fields(body, request.data)
         body.is_valid(raise_exception=True)
         found = _community(request)
         month = _month(body.validated_data["month"], found)

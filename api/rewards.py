@@ -15,6 +15,7 @@ from api import schema
 from api.auth import request_actor as _actor
 from api.auth import request_community as _community
 from api.errors import say
+from api.params import choice_param, refuse_unknown_params
 from api.serializers import (
     AwareDateTimeField,
     MemberIdField,
@@ -58,24 +59,6 @@ from rewards.redemptions import (
 from rewards.selectors import MemberContext, member_contexts
 
 LIST_LIMIT = 500
-
-
-def _no_unknown_params(request: Request, *known: str) -> None:
-    unknown = sorted(set(request.query_params) - set(known))
-    if unknown:
-        raise ValidationFailed(
-            "Unknown query parameter.",
-            [FieldError(name, "unknown_parameter", "is not a parameter") for name in unknown],
-        )
-
-
-def _choice(request: Request, name: str, choices: list[str]) -> str | None:
-    value = request.query_params.get(name)
-    if value is not None and value not in choices:
-        raise ValidationFailed(
-            "Invalid filter.", [FieldError(name, "invalid_choice", f"must be one of {choices}")]
-        )
-    return value
 
 
 def _member_param(request: Request) -> str:
@@ -261,7 +244,7 @@ class RewardsView(APIView):
         tags=["rewards"],
     )
     def get(self, request: Request, community: str) -> Response:
-        _no_unknown_params(request, "member")
+        refuse_unknown_params(request, "member")
         if "member" not in request.query_params:
             return Response({"results": [reward_body(r) for r in catalog(_community(request))]})
         member = member_by_external_id(_community(request), _member_param(request))
@@ -526,8 +509,8 @@ class RedemptionsView(APIView):
     def get(self, request: Request, community: str) -> Response:
         from rewards.models import Redemption
 
-        _no_unknown_params(request, "status", "member")
-        wanted = _choice(request, "status", list(RedemptionStatus.values))
+        refuse_unknown_params(request, "status", "member")
+        wanted = choice_param(request, "status", list(RedemptionStatus.values))
         rows = Redemption.objects.filter(community=_community(request)).select_related(
             "member", "reward", "variant"
         )
@@ -877,8 +860,8 @@ class PayoutsView(APIView):
         tags=["rewards"],
     )
     def get(self, request: Request, community: str) -> Response:
-        _no_unknown_params(request, "status")
-        wanted = _choice(request, "status", list(PayoutStatus.values))
+        refuse_unknown_params(request, "status")
+        wanted = choice_param(request, "status", list(PayoutStatus.values))
         rows = payouts(_community(request), wanted)[:LIST_LIMIT]
         return Response({"results": [_times(payout_body(r)) for r in rows]})
 

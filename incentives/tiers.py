@@ -18,6 +18,7 @@ Rules (``docs/incentives.md``):
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,7 +232,7 @@ def _evaluate(
                         "from": from_code,
                         "to": to_code,
                         "reason": reason,
-                        "figures": figures if isinstance(figures, dict) else {},
+                        "figures": figures if isinstance(figures, dict) else json.loads(figures),
                     },
                 )
                 for member_id, kind, from_code, to_code, reason, figures in changes

@@ -218,3 +218,29 @@ def test_default_ladder_is_the_documented_one(community: Community) -> None:
     assert ladder.tiers[-1].requires_koc
     assert DEFAULT_TIERS["low_water"] == 0.9
     assert DEFAULT_TIERS["min_stay_days"] == 30
+
+
+def test_a_tier_change_is_announced_with_its_reason_and_figures(
+    community: Community, ladder: None, post: Post, now: dt.datetime
+) -> None:
+    from webhooks.models import OutboxMessage
+    from webhooks.services import endpoint_create
+
+    endpoint_create(community=community, url="http://127.0.0.1:9/hook")
+    _check_ins(post, "jay", 5, now)
+    tiers_evaluate(community=community, now=now)
+    message = OutboxMessage.objects.get(topic="tier.changed")
+    assert message.payload == {
+        "member": "jay",
+        "kind": "promotion",
+        "from": "newcomer",
+        "to": "active",
+        "reason": "meets the entry criteria of active",
+        "figures": {
+            "points": 25,
+            "points_window_days": 90,
+            "check_in_days": 5,
+            "featured": 0,
+            "koc": False,
+        },
+    }
