@@ -1034,7 +1034,10 @@ def measure(
     )
     from incentives.honors import honor_roll_publish
     from incentives.koc import koc_detect
+    from incentives.refresh import refresh_run
     from incentives.tiers import tiers_evaluate
+
+    this_month = f"{today:%Y-%m}"
 
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("tiers", lambda: tiers_evaluate(community=community, period=last_day, now=now)),
@@ -1042,6 +1045,10 @@ def measure(
         (
             "honor_roll",
             lambda: honor_roll_publish(community=community, month=month, now=now),
+        ),
+        (
+            "refresh",
+            lambda: refresh_run(community=community, period=this_month, now=now),
         ),
     ]
     only = {j for j in os.environ.get("BENCH_JOB_ONLY", "").split(",") if j}

@@ -16,7 +16,7 @@ BENCH_ONLY=jobs times the incentive jobs (tiers, KOC, honor roll) on one generat
 beside a raw aggregate pass over its events (``bench/jobs.py``), without the server (``all``
 runs them last, in the same database); knobs
 BENCH_JOB_MEMBERS (1000000), BENCH_JOB_EVENTS (20000000), BENCH_JOB_RUNS (1), BENCH_JOB_ONLY
-(tiers,koc,honor_roll). With BENCH_KEEP_DB=1 it reuses the community a previous run left in
+(tiers,koc,honor_roll,refresh). With BENCH_KEEP_DB=1 it reuses the community a previous run left in
 BENCH_DB when the sizes match (generating it takes minutes), and keeps it.
 """
 
