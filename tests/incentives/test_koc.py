@@ -155,3 +155,35 @@ def test_a_decided_candidate_cannot_be_decided_again(
     with pytest.raises(NotACandidate):
         koc_dismiss(community=community, member=member("star"), actor="user:b")
     assert AuditLog.objects.filter(action="koc.confirmed").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_record_one_result(
+    community: Community, post: Post, now: dt.datetime
+) -> None:
+    import threading
+    from typing import Any
+
+    from django.db import connection
+
+    from points.models import JobRun
+
+    _ring_and_star(post, now)
+    barrier = threading.Barrier(2)
+    results: list[dict[str, Any]] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(koc_detect(community=community, now=now))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.get("already_ran", False) for r in results) == [False, True]
+    assert KocCandidate.objects.count() == 1
+    assert JobRun.objects.filter(job="koc").count() == 1
