@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection, connections, transaction
@@ -253,7 +254,7 @@ def test_the_admin_form_shows_the_same_refusals_and_publishes_once_confirmed(
     staff.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw-1234567"))
     soon = (timezone.now() + dt.timedelta(days=30)).date().isoformat()
 
-    def add(**fields: str) -> object:
+    def add(**fields: str) -> Any:
         form = {
             "community": str(community.pk),
             "effective_from_0": soon,

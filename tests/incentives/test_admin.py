@@ -111,7 +111,7 @@ def test_every_incentives_page_loads_with_times_labelled_with_their_zone(
     _candidate(members["bob"], 9.5)
     post({"type": "check_in", "member": "dan", "occurred_at": _last_month_noon(community)})
     honor_roll_publish(community=community)
-    rows = {
+    rows: dict[str, Any] = {
         "memberrole": MemberRole.objects.get(),
         "incentiveconfig": IncentiveConfig.objects.get(),
         "membertier": MemberTier.objects.get(),

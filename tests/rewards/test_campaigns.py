@@ -91,7 +91,7 @@ def _create(community: Community, client_id: str = "c1", **fields: Any) -> Campa
 
 def _shares(campaign: Campaign) -> list[tuple[str, int]]:
     return [
-        (a.member.external_id, a.amount_fen)
+        (a.member.external_id if a.member else "", a.amount_fen)
         for a in Allocation.objects.filter(campaign=campaign).select_related("member")
     ]
 
@@ -228,7 +228,7 @@ def test_equal_split_sums_exactly_and_goes_to_members_in_id_order(community: Com
     ("split", "method"), [("lucky", "double_mean"), ("lucky_line_cut", "line_cut")]
 )
 def test_lucky_split_is_the_seeded_split_within_bounds(
-    community: Community, split: str, method: str
+    community: Community, split: str, method: Any
 ) -> None:
     _members(community, *(f"m{i:02d}" for i in range(20)))
     campaign = _create(community, total_fen=8888, split=split, min_fen=100, max_fen=2000)
@@ -245,7 +245,7 @@ def test_infeasible_or_mismatched_campaigns_are_refused_naming_the_field(
     community: Community,
 ) -> None:
     _members(community, "ann", "bea", "cal")
-    cases = [
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
         ({"total_fen": 2, "split": "equal"}, ("total_fen", "infeasible")),
         ({"total_fen": 90_000, "split": "lucky"}, ("total_fen", "infeasible")),
         ({"min_fen": 300, "max_fen": 200}, ("max_fen", "infeasible")),
@@ -598,7 +598,7 @@ def test_scan_tasks_fan_out_to_communities_that_give_packets(
     _post(community, {"type": "join", "member": "ann"})
     assert auto_campaigns_scan_all.apply().get() == 1  # eager: runs the community's scan too
     assert Campaign.objects.filter(client_id="welcome:ann", status="approved").exists()
-    result = auto_campaigns_scan_community.apply(args=[community.pk]).get()
+    result = auto_campaigns_scan_community.apply(args=(community.pk,)).get()
     assert result == {"welcome": 0, "content": 0, "held": 0}
 
 
