@@ -35,6 +35,7 @@ from points import outbox
 from points.adjustments import audit_record
 from points.exceptions import DomainError
 from points.models import Community, Member
+from points.selectors import member_external_ids
 from points.timeutils import community_zone, today
 
 JOB = "koc"
@@ -383,7 +384,7 @@ def _store(
         )
     if new:
         by_id = {f["member_id"]: f for f in found}
-        external = dict(Member.objects.filter(pk__in=new).values_list("pk", "external_id"))
+        external = member_external_ids(new)
         outbox.publish(
             community,
             [

@@ -46,6 +46,7 @@ from points import outbox
 from points.adjustments import audit_record
 from points.exceptions import DomainError, FieldError, ValidationFailed
 from points.models import Community, Member
+from points.selectors import member_external_ids
 from points.timeutils import community_zone, month_start, today
 
 JOB = "refresh"
@@ -304,9 +305,7 @@ def _run(
         flagged = cursor.fetchall()
     warnings = [row for row in flagged if row[1] == RefreshStatus.AT_RISK]
     if warnings:
-        external = dict(
-            Member.objects.filter(pk__in=[w[0] for w in warnings]).values_list("pk", "external_id")
-        )
+        external = member_external_ids([w[0] for w in warnings])
         outbox.publish(
             community,
             [

@@ -32,6 +32,7 @@ from points import outbox
 from points.adjustments import audit_record
 from points.exceptions import FieldError, ValidationFailed
 from points.models import Community, Member
+from points.selectors import member_external_ids
 from points.timeutils import today
 
 CHECK_IN_WINDOW_DAYS = 30
@@ -218,9 +219,7 @@ def _evaluate(
         changes = cursor.fetchall()
     promotions = sum(1 for c in changes if c[1] == TierChangeKind.PROMOTION)
     if changes:
-        external = dict(
-            Member.objects.filter(pk__in=[c[0] for c in changes]).values_list("pk", "external_id")
-        )
+        external = member_external_ids([c[0] for c in changes])
         outbox.publish(
             community,
             [

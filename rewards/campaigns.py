@@ -706,9 +706,11 @@ def _complete(
     policy = reward_settings(community)
     day = today(community.timezone, now)
     member_ids = {a.member_id for a in allocations if a.member_id is not None}
-    members = {
+    members = {  # a subquery, not an IN list: a holiday campaign may name 100,000 members
         m.pk: m
-        for m in Member.objects.filter(pk__in=member_ids).only("id", "external_id", "status")
+        for m in Member.objects.filter(
+            pk__in=Allocation.objects.filter(campaign=campaign).values("member_id")
+        ).only("id", "external_id", "status")
     }
     done = paid_today_by_member(community, member_ids, day)
     payouts: list[Payout] = []
