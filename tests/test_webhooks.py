@@ -211,3 +211,27 @@ def test_create_webhook_prints_the_secret_once_and_stores_it_encrypted(
     assert (endpoint.url, endpoint.topics) == ("https://receiver.example/hook", ["event.reversed"])
     assert secret not in endpoint.secret_encrypted
     assert secret_decrypt(endpoint.secret_encrypted) == secret
+
+
+@pytest.mark.django_db
+def test_many_messages_are_written_set_based_with_the_same_deliveries(community: Community):
+    from webhooks.services import BULK_MESSAGES, endpoint_create, outbox_write
+
+    everything, _ = endpoint_create(community=community, url="http://127.0.0.1:9/all")
+    tiers_only, _ = endpoint_create(
+        community=community, url="http://127.0.0.1:9/tiers", topics=["tier.changed"]
+    )
+    messages = [
+        ("tier.changed" if i % 2 else "refresh.at_risk", {"member": f"m{i}", "n": i, "名": "字"})
+        for i in range(BULK_MESSAGES + 50)
+    ]
+    with transaction.atomic():
+        outbox_write(community, messages)
+    stored = list(OutboxMessage.objects.filter(community=community).order_by("id"))
+    assert [(m.topic, m.payload) for m in stored] == messages  # in order, payloads intact
+    assert Delivery.objects.filter(endpoint=everything).count() == len(messages)
+    assert Delivery.objects.filter(endpoint=tiers_only).count() == len(messages) // 2
+    assert not Delivery.objects.filter(
+        endpoint=tiers_only, message__topic="refresh.at_risk"
+    ).exists()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.PENDING}
