@@ -214,8 +214,13 @@ def test_create_webhook_prints_the_secret_once_and_stores_it_encrypted(
 
 
 @pytest.mark.django_db
-def test_many_messages_are_written_set_based_with_the_same_deliveries(community: Community):
+def test_many_messages_are_written_set_based_with_the_same_deliveries(
+    community: Community, monkeypatch: pytest.MonkeyPatch
+):
+    from webhooks import services
     from webhooks.services import BULK_MESSAGES, endpoint_create, outbox_write
+
+    monkeypatch.setattr(services, "BULK_CHUNK", 100)  # several statements
 
     everything, _ = endpoint_create(community=community, url="http://127.0.0.1:9/all")
     tiers_only, _ = endpoint_create(

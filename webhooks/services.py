@@ -117,6 +117,7 @@ def _endpoints(community: Community) -> list[WebhookEndpoint]:
 # Above this many messages, one set-based statement writes them and their deliveries (a job
 # that warns 900,000 members spent most of its time building Django objects for them).
 BULK_MESSAGES = 200
+BULK_CHUNK = 20_000  # messages per statement (a jsonb array holds at most 256 MB)
 
 
 def outbox_write(community: Community, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -150,17 +151,26 @@ def outbox_write(community: Community, messages: Sequence[tuple[str, dict[str, A
 def _outbox_write_many(
     community: Community, messages: Sequence[tuple[str, dict[str, Any]]], now: dt.datetime
 ) -> None:
-    """The messages as one JSON parameter, inserted with their deliveries (to every active
-    endpoint of the community that wants the topic, as ``WebhookEndpoint.wants`` says) in one
-    statement."""
+    """The messages as JSON parameters of ``BULK_CHUNK`` each, inserted with their deliveries
+    (to every active endpoint of the community that wants the topic, as
+    ``WebhookEndpoint.wants`` says), one statement per chunk."""
     from django.core.serializers.json import DjangoJSONEncoder
+
+    for start in range(0, len(messages), BULK_CHUNK):
+        document = json.dumps(
+            [
+                {"topic": topic, "payload": payload}
+                for topic, payload in messages[start : start + BULK_CHUNK]
+            ],
+            cls=DjangoJSONEncoder,
+            ensure_ascii=False,
+        )
+        _insert_document(community, document, now)
+
+
+def _insert_document(community: Community, document: str, now: dt.datetime) -> None:
     from django.db import connection
 
-    document = json.dumps(
-        [{"topic": topic, "payload": payload} for topic, payload in messages],
-        cls=DjangoJSONEncoder,
-        ensure_ascii=False,
-    )
     with connection.cursor() as cursor:
         cursor.execute(
             """
