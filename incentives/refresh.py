@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +45,12 @@ from points import outbox
 from points.adjustments import audit_record
 from points.exceptions import DomainError, FieldError, ValidationFailed
 from points.models import Community, Member
-from points.selectors import member_external_ids
 from points.timeutils import community_zone, month_start, today
 
 JOB = "refresh"
+# Members warned per ``refresh.at_risk`` message: a bot warns each one; a community that
+# flags 900,000 members at once gets 1,800 messages, not 900,000.
+WARNINGS_PER_MESSAGE = 500
 NOTE_MAX = 500
 DECISIONS = {"confirm": RefreshStatus.CONFIRMED, "spare": RefreshStatus.SPARED}
 # the statuses each decision may start from
@@ -272,6 +273,7 @@ def _run(
         params["judged"] = counts.pop("", 0)
         cursor.execute(
             """
+            WITH flagged AS (
             INSERT INTO incentives_refreshcandidate
                    (community_id, member_id, period, status, speaking_days, check_in_days,
                     window_days, figures, flagged_at, recovery_until, decided_by, decided_at,
@@ -298,22 +300,46 @@ def _run(
               AND (e.percent_rank < %(share)s OR %(share)s >= 1)
             ORDER BY e.speaking_days + e.check_in_days, e.member_id
             ON CONFLICT (community_id, member_id, period) DO NOTHING
-            RETURNING member_id, status, recovery_until, figures
+            RETURNING member_id, status, speaking_days, check_in_days,
+                      figures ->> 'window_from' AS window_from
+            )
+            SELECT f.status, m.external_id, f.speaking_days, f.check_in_days, f.window_from
+            FROM flagged f JOIN points_member m ON m.id = f.member_id
+            ORDER BY f.speaking_days + f.check_in_days, f.member_id
             """,
             params,
         )
         flagged = cursor.fetchall()
-    warnings = [row for row in flagged if row[1] == RefreshStatus.AT_RISK]
+    warnings = [row[1:] for row in flagged if row[0] == RefreshStatus.AT_RISK]
     if warnings:
-        external = member_external_ids([w[0] for w in warnings])
+        common = {
+            "period": params["period"],
+            "recovery_until": params["recovery_until"].astimezone(zone).isoformat(),
+            "min_speaking_days": params["min_speaking"],
+            "min_check_in_days": params["min_check_in"],
+            "window_to": last_day.isoformat(),
+        }
         outbox.publish(
             community,
             [
                 (
                     "refresh.at_risk",
-                    _at_risk_payload(external[m], params["period"], until.astimezone(zone), figs),
+                    {
+                        **common,
+                        "members": [
+                            {
+                                "member": external_id,
+                                "speaking_days": speaking,
+                                "check_in_days": check_ins,
+                                "window_from": window_from,
+                            }
+                            for external_id, speaking, check_ins, window_from in warnings[
+                                start : start + WARNINGS_PER_MESSAGE
+                            ]
+                        ],
+                    },
                 )
-                for m, _status, until, figs in warnings
+                for start in range(0, len(warnings), WARNINGS_PER_MESSAGE)
             ],
         )
     return {
@@ -324,30 +350,6 @@ def _run(
         "protected": counts,
         "at_risk": len(warnings),
         "to_refresh": len(flagged) - len(warnings),
-    }
-
-
-def _at_risk_payload(member: str, period: str, until: dt.datetime, figures: Any) -> dict[str, Any]:
-    """What a bot needs to warn the member: the deadline (in the community's zone) and each
-    figure beside its threshold."""
-    if isinstance(figures, str):  # Django's psycopg set-up leaves jsonb as text
-        figures = json.loads(figures)
-    figures = figures if isinstance(figures, dict) else {}
-    return {
-        "member": member,
-        "period": period,
-        "recovery_until": until.isoformat(),
-        **{
-            k: figures.get(k)
-            for k in (
-                "speaking_days",
-                "min_speaking_days",
-                "check_in_days",
-                "min_check_in_days",
-                "window_from",
-                "window_to",
-            )
-        },
     }
 
 

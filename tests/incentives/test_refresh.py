@@ -257,12 +257,13 @@ def test_two_months_running_at_risk_then_to_refresh_and_a_recovered_member_is_no
     # from the day of his warning when that is before the 30 days ending on the run's day
     assert sam.window_days == max(30, (now - first).days + 1)
     warnings = OutboxMessage.objects.filter(community=community, topic="refresh.at_risk")
-    assert sorted(m.payload["member"] for m in warnings) == ["rhea", "rita", "sam"]
-    sam_warning = warnings.get(payload__member="sam").payload
-    assert sam_warning["period"] == november
-    assert sam_warning["recovery_until"] == (first + dt.timedelta(days=7)).isoformat()
-    assert (sam_warning["speaking_days"], sam_warning["min_speaking_days"]) == (0, 2)
-    assert (sam_warning["check_in_days"], sam_warning["min_check_in_days"]) == (0, 4)
+    warned = {w["member"]: (m.payload, w) for m in warnings for w in m.payload["members"]}
+    assert sorted(warned) == ["rhea", "rita", "sam"]
+    sam_message, sam_warning = warned["sam"]
+    assert sam_message["period"] == november
+    assert sam_message["recovery_until"] == (first + dt.timedelta(days=7)).isoformat()
+    assert (sam_warning["speaking_days"], sam_message["min_speaking_days"]) == (0, 2)
+    assert (sam_warning["check_in_days"], sam_message["min_check_in_days"]) == (0, 4)
 
 
 def test_a_spared_member_flagged_again_starts_over_at_risk(
@@ -567,3 +568,21 @@ def test_the_hourly_fan_out_runs_each_community_once_per_month(
     again = refresh_run_community.apply(args=(community.pk,)).get()
     assert again["already_ran"] is True
     assert RefreshCandidate.objects.count() == 1
+
+
+def test_many_warnings_are_announced_in_messages_of_a_bounded_size(
+    community: Community, post: Post, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from incentives import refresh
+
+    monkeypatch.setattr(refresh, "WARNINGS_PER_MESSAGE", 2)
+    quiet = ["q1", "q2", "q3", "q4", "q5"]
+    _joined(post, now, *REGULARS, *quiet, days_ago=80)
+    for who in REGULARS:
+        _days(post, who, "check_in", range(0, 30, 2), now)
+    result = refresh_run(community=community, now=now)
+    assert sorted(_flagged(community, _period(community, now))) == quiet
+    messages = OutboxMessage.objects.filter(topic="refresh.at_risk").order_by("id")
+    sizes = [len(m.payload["members"]) for m in messages]
+    assert sum(sizes) == result["at_risk"] == 5
+    assert all(size <= 2 for size in sizes)
