@@ -901,7 +901,7 @@ def _payout_schema(
 
 
 def _payout_id(value: str) -> int:
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "³".isdigit() is True
         raise ValidationFailed("Invalid payout id.", [FieldError("id", "invalid", "an integer")])
     return int(value)
 

@@ -207,3 +207,11 @@ def test_the_queue_carries_member_context_and_decides_in_bulk(
         ).status_code
         == 403
     )
+
+
+@pytest.mark.parametrize("payout_id", ["³", "٣", "１"])
+def test_a_unicode_digit_payout_id_is_400_not_500(bot: APIClient, payout_id: str) -> None:
+    """``str.isdigit`` says yes to these, ``int`` says no to some: the fuzz found a 500."""
+    response = bot.post(f"{BASE}/payouts/{payout_id}/confirm", {"reference": "x"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "id"
