@@ -30,7 +30,37 @@ ENDPOINTS = [
     ("post", f"{BASE}/events/batch"),
     ("post", f"{BASE}/adjustments"),
     ("put", f"{BASE}/rules"),
+    # the incentive, reward and health operations that take a body
+    ("put", f"{BASE}/tiers"),
+    ("put", f"{BASE}/members/wxid_alice/role"),
+    ("put", f"{BASE}/members/wxid_alice/tier-lock"),
+    ("post", f"{BASE}/koc/wxid_alice/confirm"),
+    ("post", f"{BASE}/rewards"),
+    ("patch", f"{BASE}/rewards/hoodie"),
+    ("post", f"{BASE}/redemptions"),
+    ("post", f"{BASE}/redemption-decisions"),
+    ("post", f"{BASE}/payouts/1/confirm"),
+    ("post", f"{BASE}/campaigns"),
+    ("post", f"{BASE}/assessments"),
+    ("post", f"{BASE}/assessments/round-1/owner-scores"),
+    ("post", f"{BASE}/refresh-candidates/wxid_alice/confirm"),
 ]
+# Lists that page with a cursor: a crafted one is a 400 naming it, never a 5xx.
+CURSOR_LISTS = [
+    f"{BASE}/members/wxid_alice/ledger",
+    f"{BASE}/leaderboard",
+    f"{BASE}/campaigns/c-1/allocations",
+    f"{BASE}/refresh-candidates",
+]
+
+
+def base64_text(raw: bytes) -> str:
+    """Arbitrary bytes as a cursor would look (URL-safe base64 without padding)."""
+    import base64
+
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 # Tokens Python's json accepts (or nearly) that PostgreSQL, a URL path or a reader cannot take.
@@ -146,7 +176,7 @@ def shaped(draw: st.DrawFn) -> str:
 @pytest.fixture
 def admin(community: Community, make_client: Callable[..., APIClient]) -> APIClient:
     """A key of every scope; examples share the test's community and transaction."""
-    return make_client(community, ["events:write", "members:read", "admin"])
+    return make_client(community, ["events:write", "members:read", "rewards:write", "admin"])
 
 
 def _send(client: APIClient, method: str, url: str, body: bytes) -> None:
@@ -182,3 +212,13 @@ def test_requests_with_hostile_fields_never_answer_5xx(
     admin: APIClient, method: str, url: str, body: str
 ):
     _send(admin, method, url, body.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("url", CURSOR_LISTS)
+@FUZZ
+@given(cursor=st.one_of(st.text(max_size=60), st.binary(max_size=45).map(base64_text)))
+def test_crafted_cursors_never_answer_5xx(admin: APIClient, url: str, cursor: str):
+    response = admin.get(url, {"cursor": cursor})
+    assert response.status_code < 500, (response.status_code, cursor, response.content)
+    if response.status_code >= 400:
+        assert response["Content-Type"] == PROBLEM, response.content
