@@ -129,7 +129,11 @@ def payout_get(community: Community, payout_id: int) -> Payout:
     return row
 
 
-def _locked(community: Community, payout_id: int) -> Payout:
+def _locked(
+    community: Community, payout_id: int, expected: str | None = None, step: str = ""
+) -> Payout:
+    """The member row, then the payout row, locked in that order; with ``expected``, a payout
+    in another state is an ``InvalidTransition`` naming the ``step``."""
     found = payout_get(community, payout_id)
     member_lock(member_id=found.member_id)
     row = (
@@ -137,7 +141,32 @@ def _locked(community: Community, payout_id: int) -> Payout:
         .select_related("member", "redemption", "allocation__campaign")
         .get(pk=found.pk)
     )
+    if expected is not None and row.status != expected:
+        raise InvalidTransition(
+            f"Payout {payout_id} is {row.status}; only a {expected} payout {step}."
+        )
     return row
+
+
+def _recorded(
+    community: Community,
+    row: Payout,
+    actor: str,
+    step: str,
+    topic: str,
+    data: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """Every step's audit row (``payout.<step>``) and announcement, in its transaction."""
+    audit_record(
+        community=community,
+        actor=actor,
+        action=f"payout.{step}",
+        target=str(row.pk),
+        data=data,
+        now=now,
+    )
+    announce_payout(community, row, topic)
 
 
 def payout_confirm(
@@ -179,15 +208,9 @@ def payout_confirm(
                 fulfilled_by=actor,
                 fulfilled_at=now,
             )
-        audit_record(
-            community=community,
-            actor=actor,
-            action="payout.confirm",
-            target=str(payout_id),
-            data={"reference": reference},
-            now=now,
+        _recorded(
+            community, row, actor, "confirm", "payout.confirmed", {"reference": reference}, now
         )
-        announce_payout(community, row, "payout.confirmed")
     return row, True
 
 
@@ -202,22 +225,10 @@ def payout_fail(
     """The bot could not pay: the payout waits for a retry or a cancellation."""
     now = now or timezone.now()
     with transaction.atomic():
-        row = _locked(community, payout_id)
-        if row.status != PayoutStatus.REQUESTED:
-            raise InvalidTransition(
-                f"Payout {payout_id} is {row.status}; only a requested payout can fail."
-            )
+        row = _locked(community, payout_id, PayoutStatus.REQUESTED, "can fail")
         row.status, row.failure, row.updated_at = PayoutStatus.FAILED, reason[:500], now
         row.save(update_fields=["status", "failure", "updated_at"])
-        audit_record(
-            community=community,
-            actor=actor,
-            action="payout.fail",
-            target=str(payout_id),
-            data={"reason": reason},
-            now=now,
-        )
-        announce_payout(community, row, "payout.failed")
+        _recorded(community, row, actor, "fail", "payout.failed", {"reason": reason}, now)
     return row
 
 
@@ -227,22 +238,12 @@ def payout_retry(
     """Ask the bot again for a failed payout (announced again as ``payout.requested``)."""
     now = now or timezone.now()
     with transaction.atomic():
-        row = _locked(community, payout_id)
-        if row.status != PayoutStatus.FAILED:
-            raise InvalidTransition(
-                f"Payout {payout_id} is {row.status}; only a failed payout is retried."
-            )
+        row = _locked(community, payout_id, PayoutStatus.FAILED, "is retried")
         row.status, row.attempts, row.updated_at = PayoutStatus.REQUESTED, row.attempts + 1, now
         row.save(update_fields=["status", "attempts", "updated_at"])
-        audit_record(
-            community=community,
-            actor=actor,
-            action="payout.retry",
-            target=str(payout_id),
-            data={"attempt": row.attempts},
-            now=now,
+        _recorded(
+            community, row, actor, "retry", "payout.requested", {"attempt": row.attempts}, now
         )
-        announce_payout(community, row, "payout.requested")
     return row
 
 
@@ -258,11 +259,7 @@ def payout_cancel(
     spend given back, naming the payout) and the redemption is cancelled."""
     now = now or timezone.now()
     with transaction.atomic():
-        row = _locked(community, payout_id)
-        if row.status != PayoutStatus.FAILED:
-            raise InvalidTransition(
-                f"Payout {payout_id} is {row.status}; only a failed payout is cancelled."
-            )
+        row = _locked(community, payout_id, PayoutStatus.FAILED, "is cancelled")
         row.status, row.failure, row.updated_at = PayoutStatus.CANCELLED, reason[:500], now
         row.save(update_fields=["status", "failure", "updated_at"])
         if row.redemption_id and row.redemption is not None:
@@ -287,15 +284,7 @@ def payout_cancel(
                 decided_by=actor,
                 decided_at=now,
             )
-        audit_record(
-            community=community,
-            actor=actor,
-            action="payout.cancel",
-            target=str(payout_id),
-            data={"reason": reason},
-            now=now,
-        )
-        announce_payout(community, row, "payout.cancelled")
+        _recorded(community, row, actor, "cancel", "payout.cancelled", {"reason": reason}, now)
     return row
 
 
