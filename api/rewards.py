@@ -47,6 +47,7 @@ from rewards.payouts import (
     payouts,
 )
 from rewards.redemptions import (
+    QUANTITY_MAX,
     RedemptionRequest,
     redemption_approve,
     redemption_body,
@@ -55,6 +56,7 @@ from rewards.redemptions import (
     redemption_get,
     redemption_reject,
     redemption_request,
+    rejection_reason_check,
 )
 from rewards.selectors import MemberContext, member_contexts
 
@@ -367,7 +369,7 @@ class RedemptionInputSerializer(serializers.Serializer):
     id = StrictRegexField(r"^\S{1,128}$", help_text="Your id: a retry with the same body replays.")
     member = MemberIdField()
     reward = StrictCharField(max_length=64)
-    quantity = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    quantity = serializers.IntegerField(min_value=1, max_value=QUANTITY_MAX, required=False)
     variant = StrictCharField(max_length=64, required=False)
     shipping = ShippingSerializer(required=False, help_text="Merch: where to send it.")
 
@@ -633,10 +635,8 @@ class RedemptionBulkView(APIView):
         body = BulkDecisionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        if data["action"] == "reject" and not data.get("reason", "").strip():
-            raise ValidationFailed(
-                "A rejection needs a reason.", [FieldError("reason", "required", "say why")]
-            )
+        if data["action"] == "reject":
+            rejection_reason_check(data.get("reason", ""))
         results = []
         for client_id in dict.fromkeys(data["ids"]):
             try:

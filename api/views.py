@@ -28,7 +28,7 @@ from api.serializers import (
     MemberOutputSerializer,
 )
 from config.observability import record_ingest
-from incentives.standing import member_standing
+from incentives.standing import member_standing, rank_snapshots_queue
 from points.ingest import occurred_at_window
 from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
@@ -37,7 +37,6 @@ from points.services import (
     IngestOutcome,
     IngestStatus,
     events_ingest,
-    rank_snapshot_ensure,
 )
 
 # The order an event's result is rendered in, first answer and replays alike (the stored
@@ -440,13 +439,7 @@ class MemberDetailView(APIView):
 
         found = member_by_external_id(_community(request), member)
         standing = member_standing(found)
-        for rank in standing.ranks.values():
-            rank_snapshot_ensure(
-                community=found.community,
-                kind=rank.period.kind,
-                start=rank.period.start,
-                built_at=rank.built_at,
-            )
+        rank_snapshots_queue(standing)
         ranks = {kind: rank_body(rank) for kind, rank in standing.ranks.items()}
         context = {"standing": standing, "ranks": ranks}
         return Response(MemberOutputSerializer(found, context=context).data)

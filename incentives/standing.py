@@ -62,3 +62,17 @@ def member_standing(
         achievements=member_achievements(member),
         expiring=points_expiring(member=member, now=now),
     )
+
+
+def rank_snapshots_queue(standing: MemberStanding) -> None:
+    """Queue a rebuild of each period snapshot the standing was read from that is missing or
+    stale (``rank_snapshot_ensure``: a read never builds one itself)."""
+    from points.services import rank_snapshot_ensure
+
+    for rank in standing.ranks.values():
+        rank_snapshot_ensure(
+            community=standing.member.community,
+            kind=rank.period.kind,
+            start=rank.period.start,
+            built_at=rank.built_at,
+        )

@@ -53,10 +53,14 @@ from rewards.models import (
     RewardVariant,
 )
 from rewards.payouts import payout_cancel, payout_retry
-from rewards.redemptions import cash_committed, redemption_approve, redemption_reject
+from rewards.redemptions import (
+    REASON_MAX,
+    cash_committed,
+    redemption_approve,
+    redemption_reject,
+)
 from rewards.selectors import GRANTED, MemberContext, member_contexts
 
-REASON_MAX = 500  # Redemption.reason and Payout.failure
 ALLOCATIONS_SHOWN = 100
 
 

@@ -48,6 +48,8 @@ from rewards.models import (
 )
 
 SHIPPING_FIELDS = ("name", "phone", "address")
+QUANTITY_MAX = 100  # items per redemption
+REASON_MAX = 500  # the column's size
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,10 @@ def redemption_request(
     may be tried again once the member can: docs/rewards.md).
 
     Locks the member row, then the variant row."""
-    if not 1 <= item.quantity <= 100:
+    if not 1 <= item.quantity <= QUANTITY_MAX:
         raise ValidationFailed(
             "The redemption is invalid.",
-            [FieldError("quantity", "out_of_range", "must be between 1 and 100")],
+            [FieldError("quantity", "out_of_range", f"must be between 1 and {QUANTITY_MAX}")],
         )
     existing = _replay(community, item)
     if existing is not None:
@@ -242,9 +244,12 @@ def redemption_get(community: Community, client_id: str) -> Redemption:
     return row
 
 
-def _locked(community: Community, client_id: str) -> tuple[Member, Redemption]:
-    """The member row, then the redemption row, locked in that order."""
-    row = redemption_get(community, client_id)
+def _locked(
+    community: Community, client_id: str, found: Redemption | None = None
+) -> tuple[Member, Redemption]:
+    """The member row, then the redemption row, locked in that order (``found``: the row
+    already read, unlocked)."""
+    row = found or redemption_get(community, client_id)
     member = member_lock(member_id=row.member_id)
     locked = (
         Redemption.objects.select_for_update(of=("self",))
@@ -309,10 +314,11 @@ def redemption_approve(
     the community row lock) and, for a red packet, requests its payout."""
     now = now or timezone.now()
     with transaction.atomic():
-        if redemption_get(community, client_id).reward.kind == RewardKind.RED_PACKET:
+        found = redemption_get(community, client_id)
+        if found.reward.kind == RewardKind.RED_PACKET:
             # cash: the community row first, as campaign approvals take it (one lock order)
             _lock_community(community)
-        member, row = _locked(community, client_id)
+        member, row = _locked(community, client_id, found)
         _expect(row, RedemptionStatus.REQUESTED)
         threshold = reward_settings(community).second_approval_above_fen
         if row.value_fen > threshold and not row.approved_by:
@@ -421,6 +427,20 @@ def _release(
     return row
 
 
+def rejection_reason_check(reason: str) -> None:
+    """A rejection says why, in at most ``REASON_MAX`` characters (the one rule: the single
+    step, the bulk decision and the admin all ask here)."""
+    if not reason.strip():
+        raise ValidationFailed(
+            "A rejection needs a reason.", [FieldError("reason", "required", "say why")]
+        )
+    if len(reason) > REASON_MAX:
+        raise ValidationFailed(
+            "The reason is too long.",
+            [FieldError("reason", "max_length", f"at most {REASON_MAX}")],
+        )
+
+
 def redemption_reject(
     *,
     community: Community,
@@ -430,14 +450,7 @@ def redemption_reject(
     now: dt.datetime | None = None,
 ) -> Redemption:
     """Reject a pending redemption with a reason: points and stock are released."""
-    if not reason.strip():
-        raise ValidationFailed(
-            "A rejection needs a reason.", [FieldError("reason", "required", "say why")]
-        )
-    if len(reason) > 500:
-        raise ValidationFailed(
-            "The reason is too long.", [FieldError("reason", "max_length", "at most 500")]
-        )
+    rejection_reason_check(reason)
     return _release(
         community=community,
         client_id=client_id,

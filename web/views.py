@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from incentives.standing import member_standing
+from incentives.standing import member_standing, rank_snapshots_queue
 from points.exceptions import InvalidMemberToken
 from points.models import Member, PeriodKind
 from points.selectors import (
@@ -18,7 +18,6 @@ from points.selectors import (
     member_from_token,
     member_ledger,
 )
-from points.services import rank_snapshot_ensure
 from web.redeem import member_rewards
 
 BOARD_SIZE = 10
@@ -106,13 +105,7 @@ def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
     standing = member_standing(member)
     ranks = standing.ranks
     mine = ranks[PeriodKind.MONTH.value]
-    for rank in ranks.values():
-        rank_snapshot_ensure(
-            community=community,
-            kind=rank.period.kind,
-            start=rank.period.start,
-            built_at=rank.built_at,
-        )
+    rank_snapshots_queue(standing)
     month = mine.period
     board: list[BoardRow] = leaderboard_page(community, month, 0, BOARD_SIZE)
     in_board = any(r.member == member.external_id for r in board)
