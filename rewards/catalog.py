@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from incentives.config import community_ladder
+from incentives.config import Ladder, community_ladder
 from incentives.models import Honor, MemberTier
 from points.adjustments import audit_record
 from points.exceptions import FieldError
@@ -252,16 +252,37 @@ class Refusal:
         return FieldError("reward", self.code, self.message)
 
 
-def redeemed_this_month(member: Member, reward: Reward, now: dt.datetime) -> int:
+@dataclass
+class MemberFacts:
+    """What eligibility reads about a member, read once however many rewards are judged:
+    their tier level, the months of their honors, their redemptions per reward this month."""
+
+    level: int
+    ladder: Ladder
+    honor_months: set[dt.date]
+    this_month: dict[int, int]
+
+
+def member_facts(member: Member, now: dt.datetime) -> MemberFacts:
     start, end = local_month_bounds(member.community, today(member.community.timezone, now))
-    total = Redemption.objects.filter(
-        member=member,
-        reward=reward,
-        status__in=ACTIVE_REDEMPTION,
-        created_at__gte=start,
-        created_at__lt=end,
-    ).aggregate(q=Sum("quantity"))["q"]
-    return int(total or 0)
+    used = (
+        Redemption.objects.filter(
+            member=member,
+            status__in=ACTIVE_REDEMPTION,
+            created_at__gte=start,
+            created_at__lt=end,
+        )
+        .values_list("reward_id")
+        .annotate(q=Sum("quantity"))
+    )
+    return MemberFacts(
+        level=MemberTier.objects.filter(member=member).values_list("level", flat=True).first() or 0,
+        ladder=community_ladder(member.community_id),
+        honor_months=set(
+            Honor.objects.filter(member=member).values_list("roll__month", flat=True).distinct()
+        ),
+        this_month={reward_id: int(q or 0) for reward_id, q in used},
+    )
 
 
 def eligibility(
@@ -271,10 +292,13 @@ def eligibility(
     quantity: int = 1,
     variant: RewardVariant | None = None,
     now: dt.datetime | None = None,
+    facts: MemberFacts | None = None,
 ) -> list[Refusal]:
     """Every reason the member may not redeem ``quantity`` of the reward now (empty: they may).
-    Services call it under the member's row lock; the catalog calls it to explain."""
+    Services call it under the member's row lock; the catalog calls it to explain, with the
+    member's ``facts`` read once for the whole catalog."""
     now = now or timezone.now()
+    facts = facts or member_facts(member, now)
     refusals: list[Refusal] = []
     if member.status != MemberStatus.ACTIVE:
         refusals.append(Refusal("member_left", "the member has left the community"))
@@ -287,19 +311,16 @@ def eligibility(
     if reward.available_until and now >= reward.available_until:
         refusals.append(Refusal("no_longer_available", "the availability window has closed"))
     if reward.min_tier:
-        ladder = community_ladder(reward.community_id)
+        ladder = facts.ladder
         levels = {t.code: t.level for t in ladder.tiers}
-        level = (
-            MemberTier.objects.filter(member=member).values_list("level", flat=True).first() or 0
-        )
-        if level < levels.get(reward.min_tier, 0):
+        if facts.level < levels.get(reward.min_tier, 0):
             name = ladder.tiers[levels[reward.min_tier]].name_en
             refusals.append(Refusal("tier_too_low", f"needs tier {reward.min_tier} ({name})"))
     if reward.honor_months:
         earliest = month_start(today(member.community.timezone, now))
         for _ in range(reward.honor_months):
             earliest = month_start(earliest - dt.timedelta(days=1))
-        if not Honor.objects.filter(member=member, roll__month__gte=earliest).exists():
+        if not any(month >= earliest for month in facts.honor_months):
             refusals.append(
                 Refusal(
                     "not_on_honor_roll",
@@ -307,7 +328,7 @@ def eligibility(
                 )
             )
     if reward.limit_per_month is not None:
-        used = redeemed_this_month(member, reward, now)
+        used = facts.this_month.get(reward.pk, 0)
         if used + quantity > reward.limit_per_month:
             refusals.append(
                 Refusal(
@@ -326,11 +347,14 @@ def eligibility(
 
 
 def catalog_for_member(member: Member, now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """What the member may redeem, each reward with ``eligible`` and the reasons when not."""
+    """What the member may redeem, each reward with ``eligible`` and the reasons when not (a
+    fixed number of queries whatever the catalog's size)."""
+    now = now or timezone.now()
+    facts = member_facts(member, now)
     rows = []
     for reward in catalog(member.community):
         variants = list(reward.variants.all())
-        refusals = eligibility(member, reward, now=now)
+        refusals = eligibility(member, reward, now=now, facts=facts)
         if variants and not any(v.available > 0 for v in variants):
             refusals.append(Refusal("out_of_stock", "every variant is out of stock"))
         rows.append(
