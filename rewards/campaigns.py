@@ -49,7 +49,7 @@ from incentives.config import community_ladder
 from incentives.models import Honor, MemberTier
 from points import outbox
 from points.adjustments import audit_record
-from points.exceptions import DomainError, EventNotFound, FieldError
+from points.exceptions import EventNotFound, FieldError
 from points.models import (
     AuditLog,
     AwardOnce,
@@ -62,7 +62,15 @@ from points.models import (
 )
 from points.timeutils import community_zone, today
 from rewards.catalog import reward_settings
-from rewards.exceptions import BudgetExceeded, InvalidTransition, SecondApproverRequired
+from rewards.exceptions import (
+    AllocationMismatch,
+    BudgetExceeded,
+    CampaignConflict,
+    CampaignInvalid,
+    CampaignNotFound,
+    InvalidTransition,
+    SecondApproverRequired,
+)
 from rewards.models import (
     Allocation,
     Campaign,
@@ -124,29 +132,6 @@ _BOUND_FIELD = {
     "total_below_min": "total_fen",
     "total_above_max": "total_fen",
 }
-
-
-class CampaignNotFound(DomainError):
-    code = "campaign_not_found"
-    status = 404
-    title = "Campaign not found"
-
-
-class CampaignConflict(DomainError):
-    code = "campaign_conflict"
-    status = 409
-    title = "Campaign id already used"
-
-
-class CampaignInvalid(DomainError):
-    code = "invalid_campaign"
-    title = "The campaign is invalid"
-
-
-class AllocationMismatch(DomainError):
-    code = "allocation_mismatch"
-    status = 409
-    title = "The stored allocation does not match its digest"
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -62,3 +62,26 @@ class BudgetExceeded(DomainError):
 class RewardInvalid(DomainError):
     code = "invalid_reward"
     title = "The reward is invalid"
+
+
+class CampaignNotFound(DomainError):
+    code = "campaign_not_found"
+    status = 404
+    title = "Campaign not found"
+
+
+class CampaignConflict(DomainError):
+    code = "campaign_conflict"
+    status = 409
+    title = "Campaign id already used"
+
+
+class CampaignInvalid(DomainError):
+    code = "invalid_campaign"
+    title = "The campaign is invalid"
+
+
+class AllocationMismatch(DomainError):
+    code = "allocation_mismatch"
+    status = 409
+    title = "The stored allocation does not match its digest"
