@@ -253,6 +253,7 @@ SEPARATE = {
     "freshness": "bench.freshness",  # seconds from an event to the leaderboard under make run
     "rewards": "bench.rewards",  # redemptions/s from 16 clients; a 10k-packet campaign
     "reports": "bench.reports",  # the operator's reports over a large community
+    "reversal": "bench.reversal",  # event_reverse p99 on a day of 2,500 events vs 10
 }
 
 
