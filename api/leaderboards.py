@@ -55,6 +55,22 @@ def _query(validator: serializers.Serializer, request: Request) -> dict[str, Any
     return dict(validator.run_validation(request.query_params))
 
 
+_PERIOD_KINDS = frozenset(_PERIOD_QUERY.fields["period"].choices)  # type: ignore[attr-defined]
+
+
+def _rank_query(request: Request) -> dict[str, Any]:
+    """``_query(_PERIOD_QUERY, …)`` for the rank path: the common queries (none, or one valid
+    ``period``) read directly, anything else through the serializer (its defaults and errors)."""
+    if not request.META.get("QUERY_STRING"):
+        return {"period": "all_time"}
+    params = request.query_params
+    if len(params) == 1:
+        values = params.getlist("period")
+        if len(values) == 1 and values[0] in _PERIOD_KINDS:
+            return {"period": values[0]}
+    return _query(_PERIOD_QUERY, request)
+
+
 def _period(request: Request, query: dict[str, Any]) -> Period:
     period = period_resolve(_community(request), query["period"], query.get("month"))
     rank_snapshot_ensure(community=_community(request), kind=period.kind, start=period.start)
@@ -244,7 +260,7 @@ class MemberRankView(APIView):
         tags=["ranks"],
     )
     def get(self, request: Request, community: str, member: str) -> Response:
-        query = _query(_PERIOD_QUERY, request)
+        query = _rank_query(request)
         found = _community(request)
         period = period_resolve(found, query["period"], query.get("month"))
         result = member_rank_fresh(found, member, period)

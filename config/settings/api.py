@@ -11,6 +11,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["api.auth.HasCommunityScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.middleware.FastContentNegotiation",
     "EXCEPTION_HANDLER": "api.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -40,7 +41,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Requests per caller and window (api/throttles.py); counted in Redis when REDIS_URL is set,
-# else in PostgreSQL. Batches count as one request.
+# else in PostgreSQL, by leases of 1% of the limit (at most 100) per process: a fleet never
+# admits more than the limit, and may refuse up to processes x (lease - 1) requests early.
+# Batches count as one request.
 API_RATE_LIMITS = {
     kind: rate
     for kind, rate in (

@@ -34,17 +34,21 @@ INSTALLED_APPS = [
     "web",
 ]
 
+# The API (/api/v1/) and the probes skip the session, auth and messages middleware: they
+# authenticate by header, never by cookie (api/middleware.py). The web pages run all of it.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin, Swagger UI) served by the app itself under gunicorn: no extra server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # CONN_HEALTH_CHECKS by a poll of the socket, not a SELECT 1 per request.
+    "api.middleware.DatabaseLivenessMiddleware",
     "config.observability.RequestMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "api.middleware.WebSessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "api.middleware.WebAuthenticationMiddleware",
+    "api.middleware.WebMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
