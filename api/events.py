@@ -17,6 +17,7 @@ from api.serializers import StrictCharField, timestamp
 from points.corrections import event_reverse_once
 from points.exceptions import EventNotFound
 from points.models import Event, LedgerEntry, Scope
+from points.selectors import event_answer
 
 
 class EventEntrySerializer(serializers.Serializer):
@@ -71,7 +72,7 @@ def _event_detail(event: Event) -> dict[str, Any]:
         "occurred_at": event.occurred_at,
         "local_day": event.local_day,
         "rule_version": event.rule_version,
-        "result": event.result,
+        "result": event_answer(event),
         "entries": [
             {
                 "member": e.member.external_id,

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -15,7 +14,7 @@ from rest_framework import serializers
 from points.ingest import MEMBER_ID_MAX_LENGTH, member_id_problem
 from points.models import EventType, LedgerEntry, Member
 from points.rules import TYPE_NAME
-from points.services import MAX_CLOCK_SKEW, EventInput
+from points.services import EventInput
 
 META_MAX_BYTES = 4096
 _TIMESTAMP = serializers.DateTimeField()
@@ -93,6 +92,10 @@ class ContentInputSerializer(serializers.Serializer):
 
 
 class EventInputSerializer(serializers.Serializer):
+    """The JSON shape of an event. What depends on its type (a target, a score, a content
+    author) and when it may have happened are domain rules, checked by ingestion for every
+    caller (``points.ingest.event_shape_errors``), each naming its field."""
+
     id = StrictRegexField(
         r"^\S{1,128}$", max_length=128, help_text="Your id for this event; the idempotency key."
     )
@@ -122,48 +125,12 @@ class EventInputSerializer(serializers.Serializer):
         required=False, help_text="Free-form; `display_name` sets the member's name."
     )
 
-    def validate_occurred_at(self, value: dt.datetime) -> dt.datetime:
-        """Within ``points.ingest.occurred_at_window`` (the view passes it as context
-        ``occurred_window``; without it only the clock skew is checked)."""
-        earliest, latest = self.context.get("occurred_window") or (
-            None,
-            timezone.now() + MAX_CLOCK_SKEW,
-        )
-        if value > latest:
-            raise serializers.ValidationError("is in the future", code="in_future")
-        if earliest is not None and value < earliest:
-            raise serializers.ValidationError(
-                f"must not be before {earliest.astimezone(dt.UTC).isoformat()} (the "
-                "community's backfill limit)",
-                code="before_backfill_limit",
-            )
-        return value
-
     def validate_meta(self, value: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(value, ensure_ascii=False).encode()) > META_MAX_BYTES:
             raise serializers.ValidationError(
                 f"is larger than {META_MAX_BYTES} bytes", code="too_large"
             )
         return value  # U+0000, lone surrogates, NaN: refused by api.parsers with their path
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        kind = attrs["type"]
-        target = attrs.get("target")
-        if kind == EventType.PEER_SCORE and attrs.get("score") is None:
-            raise serializers.ValidationError({"score": ["is required for peer_score"]})
-        if kind != EventType.PEER_SCORE and attrs.get("score") is not None:
-            raise serializers.ValidationError({"score": ["is only allowed for peer_score"]})
-        if kind in (EventType.PEER_SCORE, EventType.INVITE, EventType.REACTION) and not target:
-            raise serializers.ValidationError({"target": [f"is required for {kind}"]})
-        if kind in (EventType.PEER_SCORE, EventType.INVITE) and target == attrs["member"]:
-            raise serializers.ValidationError({"target": ["must be another member"]})
-        if kind in (EventType.PEER_SCORE, EventType.INVITE) and (
-            problem := member_id_problem(target or "")
-        ):
-            raise serializers.ValidationError(
-                {"target": [serializers.ErrorDetail(problem, code="invalid_member_id")]}
-            )
-        return attrs
 
     def to_event(self) -> EventInput:
         return self.event_from(self.validated_data)

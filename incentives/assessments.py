@@ -566,18 +566,21 @@ WITH rm AS (
 SELECT e.member_id, 'check_in', count(DISTINCT e.local_day)
 FROM points_event e JOIN rm ON rm.member_id = e.member_id
 WHERE e.community_id = %(c)s AND e.type = 'check_in' AND e.reversed_at IS NULL
+  AND (e.scoring->>'counted')::boolean
   AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
 GROUP BY e.member_id
 UNION ALL
 SELECT e.member_id, 'share', count(DISTINCT COALESCE(NULLIF(e.content_hash, ''), e.id::text))
 FROM points_event e JOIN rm ON rm.member_id = e.member_id
 WHERE e.community_id = %(c)s AND e.type = 'share' AND e.reversed_at IS NULL
+  AND (e.scoring->>'counted')::boolean
   AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
 GROUP BY e.member_id
 UNION ALL
 SELECT e.member_id, 'help', count(*)
 FROM points_event e JOIN rm ON rm.member_id = e.member_id
 WHERE e.community_id = %(c)s AND e.type = 'help' AND e.reversed_at IS NULL
+  AND (e.scoring->>'counted')::boolean
   AND e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
 GROUP BY e.member_id
 UNION ALL

@@ -19,12 +19,12 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.db.models.functions import Collate
 from django.utils import timezone
 
-from points import outbox
+from points import outbox, scoring
 from points.exceptions import EventNotFound
 from points.ledger import ledger_post
 from points.models import (
@@ -37,14 +37,10 @@ from points.models import (
     LedgerEntry,
     Member,
 )
-from points.rules import Room, Tally, cap_points, streak_runs
-from points.selectors import rule_versions, rules_in_force
+from points.rules import Rules
+from points.scoring import DayEvent, ExpectedBonus, Tally, bonuses_expected
+from points.selectors import rule_versions
 from points.timeutils import month_start, week_start
-
-# Gates decided at ingestion: an event cut by one of these is not counted and never re-scored.
-GATES = frozenset(
-    {"member_left", "own_content", "once", "duplicate_content", "cooldown", "min_length", "rejoin"}
-)
 
 
 def event_reverse(
@@ -135,10 +131,7 @@ def event_reverse_once(
         if event.beneficiary_id is not None:
             payee = locked[event.beneficiary_id]
             rescored = day_rescore(member=payee, day=event.local_day, cause=client_id, now=now)
-            rules = rules_in_force(community, event.occurred_at).rules
-            streak_type = rules.streak.type if rules.streak else None
-            quota_type = rules.monthly_quota.type if rules.monthly_quota else None
-            if event.type in (streak_type, quota_type):
+            if event.type in _bonus_types(community):
                 rescored += bonuses_rederive(community=community, member_id=payee.pk, now=now)
         result = {
             "id": client_id,
@@ -170,89 +163,66 @@ def event_reverse_once(
         return result, True
 
 
-def _main_award(event: Event, member: Member) -> dict[str, Any] | None:
-    for award in (event.result or {}).get("awards", []):
-        if award.get("member") == member.external_id and str(award["rule"]).startswith("points."):
-            return dict(award)
-    return None
-
-
-def _counted(award: dict[str, Any] | None) -> bool:
-    return award is None or award.get("cap") not in GATES
-
-
 def day_rescore(
     *, member: Member, day: dt.date, cause: str, now: dt.datetime
 ) -> list[dict[str, Any]]:
-    """Run the member's ``day`` through the caps again, in occurred order, and post the
-    difference per event; rewrite the day's tallies (and the week's and month's by the same
-    change). The member row must be locked."""
-    events = list(
-        Event.objects.filter(beneficiary=member, local_day=day, reversed_at__isnull=True).order_by(
-            "occurred_at", "id"
-        )
-    )
+    """Run the member's ``day`` through the caps again (``points.scoring.day_rescore``) and
+    post the difference per event; rewrite the day's tallies. The member row must be locked.
+
+    Set-wise: one statement reads the day's events with what each main award holds in the
+    ledger (the gross and the rule type come out of the scoring record in PostgreSQL); only
+    the events whose points change get entries, so a reversal costs what it changes."""
     versions = {v.version: v.rules for v in rule_versions(member.community)}
-    old_day = {t.event_type: t for t in DailyTally.objects.filter(member=member, day=day)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT e.id, e.client_id, e.rule_version, e.scoring->>'rule_type',
+                   (e.scoring->>'counted')::boolean, a.gross, a.rule, COALESCE(h.held, 0)
+            FROM points_event e
+            LEFT JOIN LATERAL (  -- the main award to this member: [member, rule, base, gross, …]
+                SELECT (x->>3)::int AS gross, x->>1 AS rule
+                FROM jsonb_array_elements(e.scoring->'awards') x
+                WHERE x->>0 = %s AND x->>1 LIKE 'points.%%' LIMIT 1
+            ) a ON true
+            LEFT JOIN LATERAL (
+                SELECT sum(l.points)::int AS held FROM points_ledgerentry l
+                WHERE l.event_id = e.id AND l.member_id = %s
+                  AND l.kind IN ('award', 'reversal') AND l.rule LIKE 'points.%%'
+            ) h ON true
+            WHERE e.beneficiary_id = %s AND e.local_day = %s AND e.reversed_at IS NULL
+            ORDER BY e.occurred_at, e.id
+            """,
+            [member.external_id, member.pk, member.pk, day],
+        )
+        rows = cursor.fetchall()
     week = _points_by_type(member, week_start(day), week_start(day) + dt.timedelta(days=6), day)
     month_first = month_start(day)
-    month_last = (month_first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    month = _points_by_type(member, month_first, month_last - dt.timedelta(days=1), day)
-
-    counts: dict[str, int] = defaultdict(int)
-    points_by_type: dict[str, int] = defaultdict(int)
-    total = 0
+    month_next = (month_first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    month = _points_by_type(member, month_first, month_next - dt.timedelta(days=1), day)
+    events = [
+        DayEvent(rule_type=kind, counted=counted, gross=gross, rules=versions[version])
+        for _id, _client_id, version, kind, counted, gross, _rule, _held in rows
+    ]
+    points_now, tallies = scoring.day_rescore(events, week_before=week, month_before=month)
     changes: list[dict[str, Any]] = []
-    for event in events:
-        award = _main_award(event, member)
-        rule_type = "invite" if event.type == "join" else event.type
-        if not _counted(award):
+    for row, points in zip(rows, points_now, strict=True):
+        event_id, client_id, version, _kind, _counted, _gross, rule, held = row
+        if points is None or points == held:
             continue
-        counts[rule_type] += 1
-        if award is None:  # the event pays nothing by rule: it only counts
-            continue
-        rules = versions[event.rule_version]
-        room = Room(
-            type_today=Tally(counts[rule_type] - 1, points_by_type[rule_type]),
-            total_today=Tally(0, total),
-            type_week=Tally(0, week.get(rule_type, 0) + points_by_type[rule_type]),
-            type_month=Tally(0, month.get(rule_type, 0) + points_by_type[rule_type]),
+        ledger_post(
+            member=member,
+            points=points - held,
+            kind=EntryKind.AWARD if points > held else EntryKind.REVERSAL,
+            when=now,
+            period_day=day,
+            event_id=event_id,
+            rule=rule,
+            rule_version=version,
+            reason=f"re-scored after the reversal of event {cause}"[:500],
+            allow_owed=True,
         )
-        gross = int(award.get("gross", award["base"]))
-        new_points, _cap = cap_points(rules, rule_type, gross, room)
-        points_by_type[rule_type] += new_points
-        total += new_points
-        held = (
-            LedgerEntry.objects.filter(
-                event=event,
-                member=member,
-                rule=award["rule"],
-                kind__in=[EntryKind.AWARD, EntryKind.REVERSAL],
-            ).aggregate(s=Sum("points"))["s"]
-            or 0
-        )
-        delta = new_points - held
-        if delta:
-            ledger_post(
-                member=member,
-                points=delta,
-                kind=EntryKind.AWARD if delta > 0 else EntryKind.REVERSAL,
-                when=now,
-                period_day=day,
-                event_id=event.pk,
-                rule=award["rule"],
-                rule_version=event.rule_version,
-                reason=f"re-scored after the reversal of event {cause}"[:500],
-                allow_owed=True,
-            )
-            changes.append(
-                {"event": event.client_id, "member": member.external_id, "points": delta}
-            )
-
-    # The day's tallies as they now stand (weeks and months are sums of days).
-    for event_type in sorted((set(old_day) | set(counts)) - {DailyTally.TOTAL}):
-        _tally_set(member, day, event_type, counts.get(event_type, 0), points_by_type[event_type])
-    _tally_set(member, day, DailyTally.TOTAL, sum(counts.values()), total)
+        changes.append({"event": client_id, "member": member.external_id, "points": points - held})
+    _day_tallies_set(member, day, tallies)
     return changes
 
 
@@ -269,104 +239,158 @@ def _points_by_type(
     return {row["event_type"]: row["points"] for row in rows}
 
 
-def _tally_set(member: Member, day: dt.date, event_type: str, count: int, points: int) -> None:
-    DailyTally.objects.update_or_create(
-        member=member,
-        day=day,
-        event_type=event_type,
-        defaults={"count": count, "points": points, "community_id": member.community_id},
-    )
+def _day_tallies_set(member: Member, day: dt.date, tallies: dict[str, Tally]) -> None:
+    """The day's tallies as they now stand, in one statement: types no longer counted that
+    day go to zero."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH now_standing AS (
+                SELECT * FROM unnest(%s::text[], %s::int[], %s::int[])
+                              AS x(event_type, count, points)
+            )
+            INSERT INTO points_dailytally AS t
+                (community_id, member_id, day, event_type, count, points)
+            SELECT %s, %s, %s, COALESCE(x.event_type, o.event_type), COALESCE(x.count, 0),
+                   COALESCE(x.points, 0)
+            FROM now_standing x
+            FULL JOIN (SELECT event_type FROM points_dailytally
+                       WHERE member_id = %s AND day = %s) o ON o.event_type = x.event_type
+            ON CONFLICT (member_id, day, event_type) DO UPDATE
+                SET count = EXCLUDED.count, points = EXCLUDED.points
+                WHERE t.count <> EXCLUDED.count OR t.points <> EXCLUDED.points
+            """,
+            [
+                list(tallies),
+                [t.count for t in tallies.values()],
+                [t.points for t in tallies.values()],
+                member.community_id,
+                member.pk,
+                day,
+                member.pk,
+                day,
+            ],
+        )
 
 
 def bonuses_rederive(
     *, community: Community, member_id: int, now: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Make the member's streak and monthly-quota bonuses match the check-in days that still
-    stand (rules in force now decide the type, length and bonus). The member row must be
-    locked by the caller's transaction; returns the changes posted."""
+    """Make the member's streak and monthly-quota bonuses match the days that still stand,
+    each day judged by the rule version of its first counted event (decision 40, as at
+    ingestion: ``points.scoring.bonuses_expected``). The member row must be locked by the
+    caller's transaction; returns the changes posted."""
     now = now or timezone.now()
     member = Member.objects.select_for_update(no_key=True).get(pk=member_id)
-    rules = rules_in_force(community, now).rules
+    versions = {v.version: v.rules for v in rule_versions(community)}
+    types = sorted(_bonus_types(community))
+    firsts: dict[tuple[str, dt.date], int] = {}  # (type, day) -> the day's first counted event
+    first_days: dict[str, list[tuple[dt.date, Rules]]] = defaultdict(list)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT ON (e.type, e.local_day) e.type, e.local_day, e.id, e.rule_version
+            FROM points_event e
+            WHERE e.community_id = %s AND e.member_id = %s AND e.type = ANY(%s)
+              AND e.reversed_at IS NULL AND (e.scoring->>'counted')::boolean
+            ORDER BY e.type, e.local_day, e.occurred_at, e.id
+            """,
+            [community.pk, member.pk, types],
+        )
+        for event_type, day, event_id, version in cursor.fetchall():
+            firsts[(event_type, day)] = event_id
+            first_days[event_type].append((day, versions[version]))
+    expected, streak = bonuses_expected(member.pk, first_days)
+    if (member.streak_days, member.streak_last_day) != (streak.days, streak.last_day):
+        member.streak_days, member.streak_last_day = streak.days, streak.last_day
+        member.save(update_fields=["streak_days", "streak_last_day"])
     changes: list[dict[str, Any]] = []
-    streak, quota = rules.streak, rules.monthly_quota
-    for config, kind in ((streak, "streak"), (quota, "quota")):
-        if config is None:
+    held = {
+        once.key: once
+        for once in AwardOnce.objects.filter(
+            member=member, kind__in=["streak", "quota"]
+        ).select_related("event")
+    }
+    nets = {
+        (row["event_id"], row["rule"]): row["net"]
+        for row in LedgerEntry.objects.filter(
+            event_id__in=[o.event_id for o in held.values()],
+            member=member,
+            rule__in=list(BONUS_RULES.values()),
+        )
+        .values("event_id", "rule")
+        .annotate(net=Sum("points"))
+    }
+    for key, once in sorted(held.items()):
+        if key in expected:
             continue
-        firsts: dict[dt.date, Event] = {}
-        for event in Event.objects.filter(
-            community=community, member=member, type=config.type, reversed_at__isnull=True
-        ).order_by("occurred_at", "id"):
-            if _counted(_main_award(event, member)) and event.local_day not in firsts:
-                firsts[event.local_day] = event
-        days = sorted(firsts)
-        expected: dict[str, tuple[dt.date, int, str]] = {}
-        if kind == "streak" and streak is not None:
-            runs = streak_runs(days)
-            for day, run in runs.items():
-                if streak.bonus and run % streak.every == 0:
-                    expected[f"streak:{member.pk}:{day.isoformat()}"] = (day, streak.bonus, "")
-            member.streak_days = runs[days[-1]] if days else 0
-            member.streak_last_day = days[-1] if days else None
-            member.save(update_fields=["streak_days", "streak_last_day"])
-        elif kind == "quota" and quota is not None:
-            per_month: dict[dt.date, list[dt.date]] = defaultdict(list)
-            for day in days:
-                per_month[month_start(day)].append(day)
-            for start, month_days in per_month.items():
-                if len(month_days) >= quota.days and quota.bonus:
-                    expected[f"quota:{member.pk}:{start:%Y-%m}"] = (
-                        month_days[quota.days - 1],
-                        quota.bonus,
-                        quota.achievement,
-                    )
-        rule = f"{'streak' if kind == 'streak' else 'monthly_quota'}.bonus"
-        existing = {a.key: a for a in AwardOnce.objects.filter(member=member, kind=kind)}
-        for key, once in existing.items():
-            if key in expected:
-                continue
-            net = (
-                LedgerEntry.objects.filter(
-                    event_id=once.event_id, member=member, rule=rule
-                ).aggregate(s=Sum("points"))["s"]
-                or 0
-            )
-            if net > 0:
-                ledger_post(
-                    member=member,
-                    points=-net,
-                    kind=EntryKind.REVERSAL,
-                    when=now,
-                    period_day=Event.objects.get(pk=once.event_id).local_day,
-                    event_id=once.event_id,
-                    rule=rule,
-                    reason="the bonus no longer holds after a correction",
-                    allow_owed=True,
-                )
-                changes.append({"member": member.external_id, "rule": rule, "points": -net})
-            once.delete()
-        for key, (day, bonus, achievement) in sorted(expected.items()):
-            if key in existing:
-                continue
-            event = firsts[day]
+        rule = BONUS_RULES[once.kind]
+        net = nets.get((once.event_id, rule), 0)
+        if net > 0:
             ledger_post(
                 member=member,
-                points=bonus,
-                kind=EntryKind.AWARD,
+                points=-net,
+                kind=EntryKind.REVERSAL,
                 when=now,
-                period_day=day,
-                event_id=event.pk,
+                period_day=once.event.local_day,
+                event_id=once.event_id,
                 rule=rule,
-                rule_version=event.rule_version,
-                reason="bonus earned after a correction",
+                reason="the bonus no longer holds after a correction",
+                allow_owed=True,
             )
-            AwardOnce.objects.create(
-                community=community,
-                key=key,
-                member=member,
-                event=event,
-                kind=kind,
-                achievement=achievement,
-                created_at=now,
-            )
-            changes.append({"member": member.external_id, "rule": rule, "points": bonus})
+            changes.append({"member": member.external_id, "rule": rule, "points": -net})
+        once.delete()
+    for key, bonus in sorted(expected.items()):
+        if key in held:
+            continue
+        event_type = _bonus_type(versions, first_days, bonus)
+        event_id = firsts[(event_type, bonus.day)]
+        event = Event.objects.only("rule_version").get(pk=event_id)
+        rule = BONUS_RULES[bonus.kind]
+        ledger_post(
+            member=member,
+            points=bonus.bonus,
+            kind=EntryKind.AWARD,
+            when=now,
+            period_day=bonus.day,
+            event_id=event_id,
+            rule=rule,
+            rule_version=event.rule_version,
+            reason="bonus earned after a correction",
+        )
+        AwardOnce.objects.create(
+            community=community,
+            key=key,
+            member=member,
+            event_id=event_id,
+            kind=bonus.kind,
+            achievement=bonus.achievement,
+            created_at=now,
+        )
+        changes.append({"member": member.external_id, "rule": rule, "points": bonus.bonus})
     return changes
+
+
+BONUS_RULES = {"streak": "streak.bonus", "quota": "monthly_quota.bonus"}
+
+
+def _bonus_types(community: Community) -> set[str]:
+    """Event types that carry a streak or a quota in any rule version of the community."""
+    versions = [v.rules for v in rule_versions(community)]
+    return {r.streak.type for r in versions if r.streak} | {
+        r.monthly_quota.type for r in versions if r.monthly_quota
+    }
+
+
+def _bonus_type(
+    versions: dict[int, Rules],
+    first_days: dict[str, list[tuple[dt.date, Rules]]],
+    bonus: ExpectedBonus,
+) -> str:
+    """The event type whose day earns an expected bonus (the type its day's rules name)."""
+    for event_type, days in first_days.items():
+        for day, rules in days:
+            config = rules.streak if bonus.kind == "streak" else rules.monthly_quota
+            if day == bonus.day and config is not None and config.type == event_type:
+                return event_type
+    raise RuntimeError(f"no day earns the expected bonus {bonus}")

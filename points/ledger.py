@@ -24,6 +24,7 @@ from django.db import connection
 
 from points.exceptions import InsufficientPoints
 from points.models import EntryKind, LedgerEntry, Member, MemberStatus, PeriodKind, PeriodTotal
+from points.scoring import EARNED_KINDS, SETTLEMENT_REASON, credit, debit
 from points.timeutils import month_start, week_start
 
 
@@ -68,57 +69,43 @@ def ledger_post(
     """
     if points == 0:
         return Posted([])
-    entries: list[LedgerEntry] = []
-    owed_added = 0
     if points > 0:
-        member.balance += points
-        entries.append(
-            _entry(member, points, kind, when, event_id, rule, rule_version, reason, actor)
-        )
-        settle = min(member.owed, points)
-        if settle:
-            member.owed -= settle
-            member.balance -= settle
-            entries.append(
-                _entry(
-                    member,
-                    -settle,
-                    EntryKind.SETTLEMENT,
-                    when,
-                    event_id,
-                    "owed",
-                    None,
-                    "pays back points owed from an earlier reversal",
-                    "",
-                )
-            )
+        posting = credit(balance=member.balance, owed=member.owed, points=points, kind=kind)
     else:
-        spendable = member.balance - member.held
-        taken = min(spendable, -points)
-        shortfall = -points - taken
-        if shortfall and not allow_owed:
+        posting = debit(
+            balance=member.balance,
+            held=member.held,
+            owed=member.owed,
+            points=points,
+            kind=kind,
+            allow_owed=allow_owed,
+        )
+        if posting.refused:
             raise InsufficientPoints(
-                f"Only {spendable} points are spendable; {-points} were asked for."
+                f"Only {member.spendable} points are spendable; {-points} were asked for."
             )
-        owed_added = shortfall
-        member.owed += shortfall
-        if taken:
-            member.balance -= taken
-            entries.append(
-                _entry(member, -taken, kind, when, event_id, rule, rule_version, reason, actor)
-            )
-    if kind in (EntryKind.AWARD, EntryKind.REVERSAL, EntryKind.ADJUSTMENT):
+    entries = [
+        _entry(member, move.points, move.balance_after, move.kind, when, event_id, rule,
+               rule_version, reason, actor)
+        if move.kind != EntryKind.SETTLEMENT
+        else _entry(member, move.points, move.balance_after, move.kind, when, event_id,
+                    "owed", None, SETTLEMENT_REASON, "")
+        for move in posting.movements
+    ]  # fmt: skip
+    member.balance, member.owed = posting.balance, posting.owed
+    if kind in EARNED_KINDS:
         member.lifetime_points += points
     LedgerEntry.objects.bulk_create(entries)
     member.save(update_fields=["balance", "owed", "lifetime_points"])
     if period_day is not None:
         period_totals_add(member=member, points=points, day=period_day)
-    return Posted(entries, owed_added)
+    return Posted(entries, posting.owed_added)
 
 
 def _entry(
     member: Member,
     points: int,
+    balance_after: int,
     kind: str,
     when: dt.datetime,
     event_id: int | None,
@@ -133,7 +120,7 @@ def _entry(
         event_id=event_id,
         kind=kind,
         points=points,
-        balance_after=member.balance,
+        balance_after=balance_after,
         rule=rule,
         rule_version=rule_version,
         reason=reason,
@@ -143,8 +130,9 @@ def _entry(
 
 
 def period_totals_add(*, member: Member, points: int, day: dt.date) -> None:
-    """Add ``points`` to the member's all-time, month and week totals of ``day``; a total
-    never goes below zero (a debit of points earned in another period stops at zero)."""
+    """Add ``points`` to the member's all-time, month and week totals of ``day``. Totals are
+    exact sums, never floored (decision 42): the all-time total is the member's lifetime
+    points, and a penalty can take a week below zero."""
     periods = (
         (PeriodKind.ALL_TIME.value, PeriodTotal.ALL_TIME_START),
         (PeriodKind.MONTH.value, month_start(day)),
@@ -155,10 +143,10 @@ def period_totals_add(*, member: Member, points: int, day: dt.date) -> None:
             """
             INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points,
                                                  active)
-            SELECT %s, %s, x.kind, x.start, GREATEST(%s, 0), %s
+            SELECT %s, %s, x.kind, x.start, %s, %s
             FROM unnest(%s::text[], %s::date[]) AS x(kind, start)
             ON CONFLICT (member_id, kind, start) DO UPDATE
-                SET points = GREATEST(p.points + %s, 0)
+                SET points = p.points + %s
             """,
             [
                 member.community_id,

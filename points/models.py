@@ -160,7 +160,7 @@ class Member(models.Model):
 
 
 class Event(models.Model):
-    """A contribution event as a bot posted it, with the result it got the first time.
+    """A contribution event as a bot posted it, with how it was scored the first time.
 
     ``(community, client_id)`` is unique: that is the exactly-once guarantee. ``body_hash`` is
     the hash of the canonical body, so that a replay with a different body is a conflict.
@@ -185,12 +185,16 @@ class Event(models.Model):
     body_hash = models.CharField(max_length=64)
     rule_version = models.PositiveIntegerField()
     points = models.IntegerField(default=0)
-    result = models.JSONField()
+    # How the event was scored (``points.scoring.ScoringRecord``, versioned, internal):
+    # corrections read it, and the public answer is rendered from it on every replay.
+    scoring = models.JSONField()
     # The member the event's points go to (the poster, a reacted-to author, an inviter); null
     # when the event pays nobody. Re-scoring after a reversal looks events up by it.
     beneficiary = models.ForeignKey(
         Member, on_delete=models.PROTECT, db_index=False, null=True, blank=True, related_name="+"
     )
+    # The content's fingerprint, kept only on counted events: the recycled-content gate looks
+    # for the member's earlier counted events with the same hash.
     content_hash = models.CharField(max_length=128, blank=True, db_default="")
     reversed_at = models.DateTimeField(null=True, blank=True)
     reversal = models.JSONField(null=True, blank=True)

@@ -1,14 +1,8 @@
-"""Rule sets: what each event is worth, and the pure scoring functions.
+"""Rule sets: what each event is worth, as versioned JSON documents.
 
-A rule set version is a JSON document, validated here into a frozen ``Rules`` value. Scoring is
-a pure function of (rules, the event, what its beneficiary already earned in that local day,
-week and month, and the gates the caller looked up), so it is unit-tested without a database
-and replayed deterministically when a reversal frees room under a cap.
-
-Two steps, on purpose: *gates* decide an event's ``gross`` points (first-per-day, cooldown,
-recycled content, minimum length, once-only keys, diminishing returns); *caps* then cut the
-gross to the room left (per type per day, week and month, and the overall daily cap). Only
-the cap step is re-run when a reversal frees room, so a gate decision never changes later.
+A rule set version is a JSON document, validated here (``parse_rules``) into a frozen ``Rules``
+value, with bounds that the columns and the scoring arithmetic hold. What an event earns under
+a ``Rules`` value is decided in ``points.scoring``, the one scoring policy.
 """
 
 from __future__ import annotations
@@ -89,9 +83,6 @@ NEVER_PAYS_ACTOR = frozenset(
     }
 )
 
-# Cap names: the only reasons an award is re-scored after a reversal.
-CAPS = ("daily_caps", "weekly_caps", "monthly_caps", "daily_total_cap")
-
 
 @dataclass(frozen=True)
 class Streak:
@@ -135,34 +126,6 @@ class Rules:
     @property
     def known_types(self) -> frozenset[str]:
         return BUILTIN_TYPES | self.custom_types
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What a member already has in one span (day, week, month), for one type or in total."""
-
-    count: int = 0
-    points: int = 0
-
-
-@dataclass(frozen=True)
-class Award:
-    rule: str
-    points: int
-    base: int
-    capped: bool = False
-    cap: str | None = None
-    gross: int | None = None  # after gates, before caps (None: same as base)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "points": self.points,
-            "base": self.base,
-            "gross": self.base if self.gross is None else self.gross,
-            "capped": self.capped,
-            "cap": self.cap,
-        }
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -341,116 +304,3 @@ def parse_rules(document: Any) -> Rules:
         diminishing=diminishing,
         expiry_days=expiry,
     )
-
-
-# --- scoring ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Room:
-    """What the beneficiary already earned for this event's type (day, week, month) and in
-    total that day: the state the caps are checked against."""
-
-    type_today: Tally = Tally()
-    total_today: Tally = Tally()
-    type_week: Tally = Tally()
-    type_month: Tally = Tally()
-
-
-def cap_points(rules: Rules, event_type: str, gross: int, room: Room) -> tuple[int, str | None]:
-    """Cut ``gross`` to the room left under every cap; return (points, the binding cap)."""
-    points, cap = gross, None
-    limits = (
-        (rules.daily_caps.get(event_type), room.type_today.points, f"daily_caps.{event_type}"),
-        (rules.weekly_caps.get(event_type), room.type_week.points, f"weekly_caps.{event_type}"),
-        (rules.monthly_caps.get(event_type), room.type_month.points, f"monthly_caps.{event_type}"),
-        (rules.daily_total_cap, room.total_today.points, "daily_total_cap"),
-    )
-    for limit, used, name in limits:
-        if limit is not None and limit - used < points:
-            points, cap = max(limit - used, 0), name
-    return points, cap
-
-
-def score_event(
-    rules: Rules,
-    *,
-    event_type: str,
-    member_left: bool,
-    type_today: Tally,
-    total_today: Tally,
-    type_week: Tally | None = None,
-    type_month: Tally | None = None,
-    gate: str | None = None,
-    pays_actor: bool = True,
-) -> list[Award]:
-    """The award one event earns its beneficiary, given what they already earned.
-
-    ``gate`` is a gate the caller looked up in the database ("duplicate_content", "cooldown",
-    "once", "self", "min_length", "no_inviter"): the event then pays 0 and says why.
-    ``pays_actor`` is False for reactions and joins, whose points go to another member.
-
-    Guarantees: never negative; never above a cap; a first-per-day type pays only on the first
-    event of that type in the local day; an event that pays nothing by rule yields no award;
-    one cut to zero by a cap or gate yields an award of 0 that names it.
-    """
-    if pays_actor and event_type in NEVER_PAYS_ACTOR:
-        return []
-    base = rules.points.get(event_type, 0)
-    if base <= 0 or event_type == EventType.PEER_SCORE:
-        return []
-    rule = f"points.{event_type}"
-    if member_left:
-        return [Award(rule, 0, base, capped=True, cap="member_left", gross=0)]
-    if gate is not None:
-        return [Award(rule, 0, base, capped=True, cap=gate, gross=0)]
-    if event_type in rules.first_per_day and type_today.count >= 1:
-        return [Award(rule, 0, base, capped=True, cap="first_per_day", gross=0)]
-    gross = base
-    dim = rules.diminishing.get(event_type)
-    if dim is not None and type_today.count >= dim.full:
-        gross = base // 2 if type_today.count < dim.full + dim.half else 0
-    room = Room(type_today, total_today, type_week or Tally(), type_month or Tally())
-    points, cap = cap_points(rules, event_type, gross, room)
-    if cap is None and gross < base:
-        return [Award(rule, gross, base, capped=True, cap=f"diminishing.{event_type}", gross=gross)]
-    if cap is not None:
-        return [Award(rule, points, base, capped=True, cap=cap, gross=gross)]
-    return [Award(rule, base, base, gross=base)]
-
-
-def content_gate(
-    rules: Rules, event_type: str, content: Mapping[str, Any] | None
-) -> tuple[str | None, str]:
-    """Gates that need only the event itself: (gate or None, the content hash to check)."""
-    content = content or {}
-    minimum = rules.min_length.get(event_type)
-    length = content.get("length")
-    if minimum and isinstance(length, int) and length < minimum:  # judged only when sent
-        return "min_length", ""
-    content_hash = content.get("hash")
-    if event_type in rules.duplicate_types and isinstance(content_hash, str) and content_hash:
-        return None, content_hash
-    return None, ""
-
-
-def streak_after(last_day: Any, days: int, day: Any) -> tuple[int, Any]:
-    """The streak after a first check-in on ``day``: +1 after yesterday, kept on the same day,
-    restarted at 1 after a gap. (A late check-in before ``last_day`` is recomputed instead.)"""
-    if last_day is None or day > last_day:
-        if last_day is not None and (day - last_day).days == 1:
-            return days + 1, day
-        return 1, day
-    return days, last_day
-
-
-def streak_runs(days: list[Any]) -> dict[Any, int]:
-    """For sorted distinct check-in days, the streak length reached on each day."""
-    out: dict[Any, int] = {}
-    previous = None
-    run = 0
-    for day in days:
-        run = run + 1 if previous is not None and (day - previous).days == 1 else 1
-        out[day] = run
-        previous = day
-    return out

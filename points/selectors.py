@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from points.exceptions import CommunityNotFound, MemberNotFound
-from points.models import Community, LedgerEntry, Member, RuleSet
+from points.models import Community, Event, LedgerEntry, Member, RuleSet
 from points.rules import Rules, parse_rules
 
 
@@ -349,3 +349,13 @@ def member_external_ids(member_ids: list[int]) -> dict[int, str]:
             "SELECT id, external_id FROM points_member WHERE id = ANY(%s)", [list(member_ids)]
         )
         return dict(cursor.fetchall())
+
+
+def event_answer(event: Event) -> dict[str, Any]:
+    """The public answer to a stored event, rendered from its scoring record (the answer its
+    poster got, and gets again on every replay)."""
+    from points.scoring import ScoringRecord
+
+    return ScoringRecord.from_json(event.scoring).render(
+        client_id=event.client_id, poster=event.member.external_id, rule_version=event.rule_version
+    )

@@ -78,8 +78,10 @@ def test_activity_buckets_events_by_local_hour_and_weekday_across_the_utc_date_l
         ("ann", "share", at(11, 17, 9, 10)),  # Tue 09:10
         ("bob", "check_in", at(11, 17, 9, 50)),  # Tue 09:50
         ("ann", "message", at(11, 8, 12)),  # Sun of the week before the window: out
-        ("ann", "message", at(11, 18, 13)),  # after now: out
     )
+    # after the report's now (posted later): out
+    later = EventInput("r-later", "message", "ann", occurred_at=at(11, 18, 13))
+    assert events_ingest(community=community, events=[later], now=at(11, 18, 13))[0].result
     utc = community_create(slug="utc", name="UTC", timezone_name="UTC")
     post(
         utc,

@@ -17,7 +17,7 @@ from points.models import Community, DailyTally, EntryKind, Event, LedgerEntry, 
 from points.services import EventInput, IngestOutcome, events_ingest
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
-DAY = dt.datetime(2026, 11, 20, 9, 0, tzinfo=SHANGHAI)
+DAY = dt.datetime(2026, 11, 1, 9, 0, tzinfo=SHANGHAI)  # 20 days of random events end before today
 
 
 def _race(count: int, work: Callable[[int], Any]) -> list[Any]:

@@ -109,7 +109,7 @@ def test_expiry_is_off_by_default(community: Community) -> None:
 
 
 def test_run_job_command_runs_expiry_for_one_community(expiring: Community) -> None:
-    _earn(expiring, "u1", "ugc_post", T0 - dt.timedelta(days=400))
+    _earn(expiring, "u1", "ugc_post", T0)
     out = StringIO()
     call_command("run_job", "expiry", "--community", "acme", stdout=out)
     assert out.getvalue().startswith('acme: {"enabled": true, "members": 1, "points": 10')

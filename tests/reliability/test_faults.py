@@ -56,6 +56,7 @@ from points.models import (
     PeriodTotal,
 )
 from points.rules import DEFAULT_RULES
+from points.scoring import ScoringRecord
 from points.services import EventInput, community_create, events_ingest, rule_set_publish
 from points.tasks import points_expire_community
 from tests.test_celery_worker import _broker_error, _delete_queue, _test_database_url
@@ -416,9 +417,15 @@ def test_an_immediate_stop_loses_no_acknowledged_event_and_doubles_none(
     assert missing, "the crash should have made some requests fail"
     assert 0 < acked_at_crash < len(all_ids)
     with psycopg.connect(url) as conn:
-        stored: dict[str, Any] = dict(
-            conn.execute("SELECT client_id, result FROM points_event").fetchall()
-        )
+        stored: dict[str, Any] = {
+            client_id: ScoringRecord.from_json(scoring).render(
+                client_id=client_id, poster=poster, rule_version=version
+            )
+            for client_id, scoring, version, poster in conn.execute(
+                "SELECT e.client_id, e.scoring, e.rule_version, m.external_id "
+                "FROM points_event e JOIN points_member m ON m.id = e.member_id"
+            ).fetchall()
+        }
         [(rows, distinct)] = conn.execute(
             "SELECT count(*), count(DISTINCT client_id) FROM points_event"
         ).fetchall()
@@ -478,7 +485,7 @@ DROP_POINTS: dict[str, tuple[str, str, set[str]]] = {
 def _ledger_state(community: Community) -> tuple[list[Any], ...]:
     c = community
     return (
-        list(Event.objects.filter(community=c).order_by("id").values_list("client_id", "result")),
+        list(Event.objects.filter(community=c).order_by("id").values_list("client_id", "scoring")),
         list(
             LedgerEntry.objects.filter(community=c)
             .order_by("id")

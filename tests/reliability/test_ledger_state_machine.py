@@ -55,6 +55,7 @@ from points.models import (
     Member,
     PeriodTotal,
 )
+from points.selectors import event_answer
 from points.services import EventInput, IngestOutcome, community_create, events_ingest
 
 EXAMPLES = int(os.environ.get("STATE_MACHINE_EXAMPLES", "25"))
@@ -155,7 +156,7 @@ class LedgerMachine(RuleBasedStateMachine):
             list(
                 Event.objects.filter(community=c)
                 .order_by("id")
-                .values_list("client_id", "body_hash", "result", "reversed_at", "reversal")
+                .values_list("client_id", "body_hash", "scoring", "reversed_at", "reversal")
             ),
         )
 
@@ -371,7 +372,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert balance == running[member_id], (name, balance, running[member_id])
             assert min(balance, held, owed) >= 0, (name, balance, held, owed)
             assert held <= balance, (name, held, balance)
-        stored = dict(Event.objects.filter(community=c).values_list("client_id", "result"))
+        stored = {
+            e.client_id: event_answer(e)
+            for e in Event.objects.filter(community=c).select_related("member")
+        }
         assert stored == self.results  # every accepted id once, with its first result
         STATS["checks"] += 1
 

@@ -1,0 +1,179 @@
+"""Event ingestion, the orchestrator: store, score and post a batch of events, each exactly once.
+
+A single event costs three round trips after the API key, and so does a batch of 1,000:
+
+0. *Replays*, no lock: ids already stored answer with their first result (or 409).
+1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules.
+2. *Lock and read* (``state``): lock every member touched, in ``external_id`` order, then read
+   tallies, once-only keys, counted content hashes and cooldowns.
+3. *Score* (``scorer``) in memory with ``points.scoring``, event after event.
+4. *Write* (``statements``), one pipeline: events, tallies, once-only keys, ledger entries,
+   members, period totals. If another transaction committed one of our ids or keys
+   meanwhile, an insert says so and we start over: each id is scored once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from points import outbox
+from points.exceptions import FieldError
+from points.ingest import statements
+from points.ingest.plan import plan_events
+from points.ingest.records import EventInput, IngestOutcome, IngestStatus, MemberState, Plan
+from points.ingest.scorer import Scorer
+from points.ingest.state import RulesChanged, members_lock, state_read
+from points.models import Community, MemberStatus
+from points.scoring import ScoringRecord
+
+ATTEMPTS = 5
+
+
+class _ConcurrentDuplicate(Exception):
+    """Another transaction committed one of our ids or once-only keys while we scored."""
+
+
+def event_ingest(*, community: Community, event: EventInput) -> IngestOutcome:
+    return events_ingest(community=community, events=[event])[0]
+
+
+def events_ingest(
+    *, community: Community, events: Sequence[EventInput], now: dt.datetime | None = None
+) -> list[IngestOutcome]:
+    """Store, score and post a batch of events, each exactly once, in one transaction.
+
+    Every item is independent: an invalid item, a replay or a conflict does not affect the
+    others. Locks: the rows of every member the batch touches, in ``external_id`` order;
+    nothing else. A concurrent commit of one of our ids or keys makes us start over."""
+    now = now or timezone.now()
+    for _attempt in range(ATTEMPTS):
+        try:
+            outcomes = _ingest_once(community, events, now)
+        except (_ConcurrentDuplicate, RulesChanged):
+            continue
+        if any(o.status == IngestStatus.ACCEPTED for o in outcomes):
+            transaction.on_commit(partial(_refresh_ranks, community.pk))
+        return outcomes
+    raise RuntimeError("event ingestion kept racing with concurrent duplicates")
+
+
+def _refresh_ranks(community_id: int) -> None:
+    from points.services import rank_refresh_soon
+
+    rank_refresh_soon(community_id)
+
+
+def _ingest_once(
+    community: Community, events: Sequence[EventInput], now: dt.datetime
+) -> list[IngestOutcome]:
+    outcomes: list[IngestOutcome | None] = [None] * len(events)
+    hashes = [e.body_hash() for e in events]
+    first_index: dict[str, int] = {}  # the first copy of an id in the batch is the one scored
+    for i, event in enumerate(events):
+        first_index.setdefault(event.client_id, i)
+    firsts = sorted(first_index.values())
+    stored = _stored(community.pk, [events[i].client_id for i in firsts])
+    pending = [i for i in firsts if events[i].client_id not in stored]
+    if pending:
+        with transaction.atomic():
+            plans = plan_events(community, events, hashes, pending, now, outcomes)
+            if plans:
+                _score_and_write(community, plans, now, outcomes)
+    for i, event in enumerate(events):  # replays, conflicts and later copies of an id
+        if outcomes[i] is not None:
+            continue
+        if (found := stored.get(event.client_id)) is not None:
+            outcomes[i] = _against(event.client_id, hashes[i], *found)
+            continue
+        first = outcomes[first_index[event.client_id]]
+        if first is None:
+            raise RuntimeError("the first copy of an id always has an outcome")
+        if first.status == IngestStatus.INVALID:
+            outcomes[i] = IngestOutcome(event.client_id, IngestStatus.INVALID, None, first.errors)
+        else:
+            outcomes[i] = _against(
+                event.client_id, hashes[i], hashes[first_index[event.client_id]], first.result
+            )
+    return [o for o in outcomes if o is not None]
+
+
+def _score_and_write(
+    community: Community, plans: list[Plan], now: dt.datetime, outcomes: list[IngestOutcome | None]
+) -> None:
+    members = members_lock(community, plans, now)
+    scorer = Scorer(members, state_read(community, plans, members))
+    accepted: list[tuple[str, dict[str, Any]]] = []
+    for plan in plans:
+        result = scorer.score(plan)
+        outcomes[plan.index] = IngestOutcome(plan.event.client_id, IngestStatus.ACCEPTED, result)
+        accepted.append(("event.accepted", result))
+    written = statements.run(_statements(community.pk, now, scorer, list(members.values())))
+    if len(written["events"]) != len(scorer.writes.events):
+        raise _ConcurrentDuplicate
+    if scorer.writes.keys and len(written["keys_insert"]) != len(scorer.writes.keys):
+        raise _ConcurrentDuplicate
+    outbox.publish(community, accepted)
+    late = sorted((m for m in members.values() if m.late_check_in), key=lambda m: m.id)
+    if late:
+        from points.corrections import bonuses_rederive
+
+        for member in late:
+            bonuses_rederive(community=community, member_id=member.id)
+
+
+def _statements(
+    community_id: int, now: dt.datetime, scorer: Scorer, members: list[MemberState]
+) -> list[statements.Statement]:
+    """The writes, in an order that lets each find the rows it refers to."""
+    writes, tallies = scorer.writes, scorer.reads.tallies
+    out = [statements.events_insert(community_id, now, writes.events)]
+    if writes.day_tallies:
+        day = [(k, tallies[k].count, tallies[k].points) for k in sorted(writes.day_tallies)]
+        out.append(statements.tallies_write(community_id, day))
+    if writes.keys:
+        out.append(statements.keys_insert(community_id, now, writes.keys))
+    if writes.entries:
+        out.append(statements.entries_insert(community_id, now, writes.entries))
+    members = sorted(members, key=lambda m: m.id)
+    out.append(statements.members_update(members))
+    active = {m.id: m.status == MemberStatus.ACTIVE for m in members}
+    if writes.periods:
+        deltas = [(*k, points, active[k[0]]) for k, points in sorted(writes.periods.items())]
+        out.append(statements.periods_add(community_id, deltas))
+    changed = {m.id: active[m.id] for m in members if m.status != m.initial_status}
+    if changed:
+        out.append(statements.periods_active(changed))
+        out.append(statements.rank_snapshots_stale(community_id))
+    return out
+
+
+def _stored(community_id: int, client_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Stored events by id: (body hash, answer rendered from the scoring record)."""
+    if not client_ids:
+        return {}
+    rows = statements.run([statements.stored_events(community_id, client_ids)])["stored"]
+    return {
+        client_id: (
+            body_hash,
+            ScoringRecord.from_json(scoring).render(
+                client_id=client_id, poster=poster, rule_version=rule_version
+            ),
+        )
+        for client_id, body_hash, scoring, rule_version, poster in rows
+    }
+
+
+def _against(client_id: str, body_hash: str, first_hash: str, first: Any) -> IngestOutcome:
+    """A copy of an id answers the first result when its body is the same, else a conflict."""
+    if body_hash == first_hash:
+        return IngestOutcome(client_id, IngestStatus.REPLAYED, first)
+    message = "this id was already used with a different body"
+    return IngestOutcome(
+        client_id, IngestStatus.CONFLICT, None, [FieldError("id", "conflict", message)]
+    )

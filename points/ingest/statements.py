@@ -1,0 +1,443 @@
+"""The SQL of ingestion: one builder per statement, each returning a named ``Statement``;
+``run`` sends a list of them in one psycopg pipeline (one round trip) and answers by name.
+
+Rows go to PostgreSQL as one JSON parameter read by ``json_to_recordset`` (one C-speed
+``json.dumps`` instead of adapting an array per column). The planner guesses 100 rows for any
+``json_to_recordset``, and with that guess joins a table by hash (scanning every event or member
+of the community); so every statement that joins a table to such rows also filters that table
+by ``= ANY(<key array>)``: an index scan whatever the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from django.db import connection
+
+from points.ingest.records import EventRow, LedgerRow, MemberState, OnceKey, TallyKey
+
+
+class Statement(NamedTuple):
+    name: str
+    sql: str
+    params: list[Any]
+
+
+def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
+    """Run the statements in one pipeline; each one's rows by its name (empty when it returns
+    none). Errors surface here and abort the transaction."""
+    raw = connection.connection
+    if raw is None:
+        connection.ensure_connection()
+        raw = connection.connection
+    results: dict[str, list[tuple[Any, ...]]] = {}
+    # Errors raised by the pipeline itself come from psycopg, not through Django's cursor:
+    # wrap them as Django's (so a broken connection is marked and replaced, as usual).
+    with connection.wrap_database_errors, raw.pipeline() as pipeline:
+        cursors = []
+        for statement in statements:
+            cursor = connection.cursor()
+            cursor.execute(statement.sql, statement.params)
+            cursors.append((statement.name, cursor))
+        pipeline.sync()
+        for name, cursor in cursors:
+            results[name] = list(cursor.fetchall()) if cursor.description else []
+            cursor.close()
+    return results
+
+
+def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return json.dumps(
+        [dict(zip(names, row, strict=True)) for row in rows], default=str, ensure_ascii=False
+    )
+
+
+# --- before the transaction -------------------------------------------------------------------
+
+
+def stored_events(community_id: int, client_ids: list[str]) -> Statement:
+    """Events already stored under these ids, with what renders their answer."""
+    return Statement(
+        "stored",
+        "SELECT e.client_id, e.body_hash, e.scoring, e.rule_version, m.external_id "
+        "FROM points_event e JOIN points_member m ON m.id = e.member_id "
+        "WHERE e.community_id = %s AND e.client_id = ANY(%s)",
+        [community_id, client_ids],
+    )
+
+
+def prior_joins(community_id: int, joiners: list[str]) -> Statement:
+    """Per joiner: the member whose stored invite of them came first, and whether they joined
+    before."""
+    return Statement(
+        "joins",
+        """
+        SELECT j.ext,
+               (SELECT m.external_id FROM points_event e
+                  JOIN points_member m ON m.id = e.member_id
+                 WHERE e.community_id = %s AND e.type = 'invite' AND e.target = j.ext
+                   AND e.reversed_at IS NULL AND m.external_id <> j.ext
+                 ORDER BY e.occurred_at, e.id LIMIT 1),
+               EXISTS (SELECT 1 FROM points_event e
+                  JOIN points_member m ON m.id = e.member_id
+                 WHERE e.community_id = %s AND e.type = 'join' AND m.community_id = %s
+                   AND m.external_id = j.ext)
+        FROM unnest(%s::text[]) AS j(ext)
+        """,
+        [community_id, community_id, community_id, joiners],
+    )
+
+
+# --- lock and read ----------------------------------------------------------------------------
+
+
+def members_insert(
+    community_id: int, now: dt.datetime, new: Sequence[tuple[str, str, dt.datetime]]
+) -> Statement:
+    """Create members not seen before: (external id, display name, first seen). DO NOTHING
+    leaves existing rows untouched (no dead row version per event)."""
+    return Statement(
+        "members_insert",
+        """
+        INSERT INTO points_member
+            (community_id, external_id, display_name, status, balance, held,
+             lifetime_points, joined_at, last_event_at, created_at)
+        SELECT %s, x.external_id, x.display_name, 'active', 0, 0, 0, x.first_seen,
+               x.first_seen, %s
+        FROM json_to_recordset(%s::json)
+             AS x(external_id text, display_name text, first_seen timestamptz)
+        ORDER BY x.external_id COLLATE "C"
+        ON CONFLICT (community_id, external_id) DO NOTHING
+        """,
+        [community_id, now, _recordset(("external_id", "display_name", "first_seen"), new)],
+    )
+
+
+def members_lock(community_id: int, external_ids: list[str]) -> Statement:
+    """Lock every member the batch touches in ``external_id`` byte order (as every service
+    that locks several members does), with the community's rules revision."""
+    return Statement(
+        "members",
+        """
+        SELECT m.external_id, m.id, m.balance, m.lifetime_points, m.status,
+               m.left_at, m.owed, m.streak_days, m.streak_last_day,
+               (SELECT rules_revision FROM points_community WHERE id = %s) AS revision
+        FROM points_member m
+        WHERE m.community_id = %s AND m.external_id = ANY(%s)
+        ORDER BY m.external_id COLLATE "C"
+        FOR NO KEY UPDATE OF m
+        """,
+        [community_id, community_id, external_ids],
+    )
+
+
+def tallies_read(spans: Sequence[tuple[int, str, dt.date, dt.date, str]]) -> Statement:
+    """Summed day tallies per (member, span, start, type) for spans (member, span, first day,
+    last day, type or '' for every type)."""
+    return Statement(
+        "tallies",
+        """
+        SELECT k.member_id, k.span, k.start, t.event_type, sum(t.count)::int,
+               sum(t.points)::int, (count(*) FILTER (WHERE t.count > 0))::int
+        FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::date[], %s::text[])
+             AS k(member_id, span, start, stop, type)
+        JOIN points_dailytally t
+          ON t.member_id = k.member_id AND t.day BETWEEN k.start AND k.stop
+         AND (k.type = '' OR t.event_type = k.type)
+        GROUP BY k.member_id, k.span, k.start, t.event_type
+        """,
+        [[s[i] for s in spans] for i in range(5)],
+    )
+
+
+def keys_read(community_id: int, keys: list[str]) -> Statement:
+    return Statement(
+        "keys",
+        "SELECT key FROM points_awardonce WHERE community_id = %s AND key = ANY(%s)",
+        [community_id, keys],
+    )
+
+
+def hashes_read(probes: Sequence[tuple[int, str, dt.datetime]]) -> Statement:
+    """Counted events per (member, content hash) since a time: one index probe each (only
+    counted events keep their hash)."""
+    return Statement(
+        "hashes",
+        """
+        SELECT k.member_id, e.content_hash, e.occurred_at
+        FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[])
+             AS k(member_id, content_hash, since)
+        CROSS JOIN LATERAL (
+            SELECT e.content_hash, e.occurred_at FROM points_event e
+            WHERE e.member_id = k.member_id AND e.content_hash = k.content_hash
+              AND e.content_hash <> '' AND e.occurred_at >= k.since
+              AND e.reversed_at IS NULL
+        ) e
+        """,
+        [[p[0] for p in probes], [p[1] for p in probes], [p[2] for p in probes]],
+    )
+
+
+def scored_read(
+    community_id: int, probes: Sequence[tuple[int, str, dt.datetime, int]]
+) -> Statement:
+    """Events that paid points per (member, type) within a cooldown of a time."""
+    return Statement(
+        "scored",
+        """
+        SELECT k.member_id, k.type, e.occurred_at
+        FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[])
+             AS k(member_id, type, at, gap)
+        CROSS JOIN LATERAL (
+            SELECT e.occurred_at FROM points_event e
+            WHERE e.community_id = %s AND e.member_id = k.member_id
+              AND e.occurred_at > k.at - k.gap * interval '1 second'
+              AND e.occurred_at < k.at + k.gap * interval '1 second'
+              AND e.type = k.type AND e.points > 0 AND e.reversed_at IS NULL
+        ) e
+        """,
+        [*([p[i] for p in probes] for i in range(4)), community_id],
+    )
+
+
+# --- write ------------------------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    "client_id",
+    "member_id",
+    "type",
+    "occurred_at",
+    "local_day",
+    "target",
+    "content",
+    "score",
+    "grp",
+    "meta",
+    "body_hash",
+    "rule_version",
+    "points",
+    "scoring",
+    "beneficiary_id",
+    "content_hash",
+)
+
+
+def events_insert(community_id: int, now: dt.datetime, rows: Sequence[EventRow]) -> Statement:
+    """The events; an id another transaction committed meanwhile is missing from RETURNING."""
+    values = [
+        (
+            r.plan.event.client_id,
+            r.member_id,
+            r.plan.event.type,
+            r.plan.occurred,
+            r.plan.day,
+            r.plan.event.target,
+            r.plan.event.content,
+            r.plan.event.score,
+            r.plan.event.group,
+            r.plan.event.meta or {},
+            r.plan.hash,
+            r.plan.version.version,
+            r.points,
+            r.record.to_json(),
+            r.payee_id,
+            r.content_hash,
+        )
+        for r in rows
+    ]
+    return Statement(
+        "events",
+        """
+        INSERT INTO points_event
+            (community_id, client_id, member_id, type, occurred_at, received_at,
+             local_day, target, content, score, "group", meta, body_hash, rule_version,
+             points, scoring, beneficiary_id, content_hash)
+        SELECT %s, x.client_id, x.member_id, x.type, x.occurred_at, %s, x.local_day,
+               x.target, x.content, x.score, x.grp, x.meta, x.body_hash,
+               x.rule_version, x.points, x.scoring, x.beneficiary_id, x.content_hash
+        FROM json_to_recordset(%s::json)
+             AS x(client_id text, member_id bigint, type text, occurred_at timestamptz,
+                  local_day date, target text, content jsonb, score smallint, grp text,
+                  meta jsonb, body_hash text, rule_version int, points int,
+                  scoring jsonb, beneficiary_id bigint, content_hash text)
+        ON CONFLICT (community_id, client_id) DO NOTHING
+        RETURNING client_id
+        """,
+        [community_id, now, _recordset(_EVENT_COLUMNS, values)],
+    )
+
+
+def tallies_write(community_id: int, day_tallies: Sequence[tuple[TallyKey, int, int]]) -> Statement:
+    """Day tallies as they now stand: (key, count, points)."""
+    return Statement(
+        "tallies_write",
+        """
+        INSERT INTO points_dailytally AS t
+            (community_id, member_id, day, event_type, count, points)
+        SELECT %s, x.member_id, x.day, x.event_type, x.count, x.points
+        FROM json_to_recordset(%s::json)
+             AS x(member_id bigint, day date, event_type text, count int, points int)
+        ON CONFLICT (member_id, day, event_type) DO UPDATE
+            SET count = EXCLUDED.count, points = EXCLUDED.points
+        """,
+        [
+            community_id,
+            _recordset(
+                ("member_id", "day", "event_type", "count", "points"),
+                [(k.member_id, k.start, k.event_type, c, p) for k, c, p in day_tallies],
+            ),
+        ],
+    )
+
+
+def keys_insert(community_id: int, now: dt.datetime, keys: Sequence[OnceKey]) -> Statement:
+    """Once-only keys; a key another transaction took meanwhile is missing from RETURNING."""
+    return Statement(
+        "keys_insert",
+        """
+        INSERT INTO points_awardonce
+            (community_id, key, member_id, event_id, kind, achievement, created_at)
+        SELECT %s, x.key, x.member_id, e.id, x.kind, x.achievement, %s
+        FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+             AS x(key, member_id, client_id, kind, achievement)
+        JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+        WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
+        ON CONFLICT (community_id, key) DO NOTHING
+        RETURNING key
+        """,
+        [
+            community_id,
+            now,
+            *([k[i] for k in keys] for i in range(5)),
+            community_id,
+            community_id,
+            sorted({k.client_id for k in keys}),
+        ],
+    )
+
+
+def entries_insert(community_id: int, now: dt.datetime, entries: Sequence[LedgerRow]) -> Statement:
+    """Ledger entries, in the order they were made (``n``)."""
+    return Statement(
+        "entries",
+        """
+        INSERT INTO points_ledgerentry
+            (community_id, member_id, event_id, kind, points, balance_after, rule,
+             rule_version, reason, created_at)
+        SELECT %s, x.member_id, e.id, x.kind, x.points, x.balance_after, x.rule,
+               x.rule_version, x.reason, %s
+        FROM json_to_recordset(%s::json)
+             AS x(client_id text, member_id bigint, kind text, points int,
+                  balance_after bigint, rule text, rule_version int, reason text, n int)
+        JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+        WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
+        ORDER BY x.n
+        """,
+        [
+            community_id,
+            now,
+            _recordset((*LedgerRow._fields, "n"), [(*e, n) for n, e in enumerate(entries)]),
+            community_id,
+            community_id,
+            sorted({e.client_id for e in entries}),
+        ],
+    )
+
+
+def members_update(members: Sequence[MemberState]) -> Statement:
+    values = [
+        (
+            s.id,
+            s.balance,
+            s.lifetime,
+            s.status,
+            s.left_at,
+            s.owed,
+            s.streak.days,
+            s.streak.last_day,
+            s.last_seen,
+            s.display_name,
+        )
+        for s in members
+    ]
+    return Statement(
+        "members_update",
+        """
+        UPDATE points_member AS m
+        SET balance = x.balance, lifetime_points = x.lifetime, status = x.status,
+            left_at = x.left_at, owed = x.owed, streak_days = x.streak_days,
+            streak_last_day = x.streak_last_day,
+            last_event_at = GREATEST(m.last_event_at, x.last_event_at),
+            display_name = COALESCE(NULLIF(x.display_name, ''), m.display_name)
+        FROM json_to_recordset(%s::json)
+             AS x(id bigint, balance bigint, lifetime bigint, status text,
+                  left_at timestamptz, owed bigint, streak_days int,
+                  streak_last_day date, last_event_at timestamptz, display_name text)
+        WHERE m.id = x.id AND m.id = ANY(%s::bigint[])
+        """,
+        [
+            _recordset(
+                (
+                    "id",
+                    "balance",
+                    "lifetime",
+                    "status",
+                    "left_at",
+                    "owed",
+                    "streak_days",
+                    "streak_last_day",
+                    "last_event_at",
+                    "display_name",
+                ),
+                values,
+            ),
+            [s.id for s in members],
+        ],
+    )
+
+
+def periods_add(
+    community_id: int, deltas: Sequence[tuple[int, str, dt.date, int, bool]]
+) -> Statement:
+    """Add points to period totals: (member id, kind, start, points, member is active)."""
+    return Statement(
+        "periods",
+        """
+        INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points,
+                                             active)
+        SELECT %s, x.member_id, x.kind, x.start, x.points, x.active
+        FROM json_to_recordset(%s::json)
+             AS x(member_id bigint, kind text, start date, points bigint, active boolean)
+        ON CONFLICT (member_id, kind, start) DO UPDATE
+            SET points = p.points + EXCLUDED.points, active = EXCLUDED.active
+        """,
+        [community_id, _recordset(("member_id", "kind", "start", "points", "active"), deltas)],
+    )
+
+
+def periods_active(changed: dict[int, bool]) -> Statement:
+    """Keep ``active`` on a member's period totals in step with a leave or a re-join."""
+    ids = sorted(changed)
+    return Statement(
+        "periods_active",
+        """
+        UPDATE points_periodtotal AS p SET active = x.active
+        FROM unnest(%s::bigint[], %s::boolean[]) AS x(member_id, active)
+        WHERE p.member_id = x.member_id AND p.active IS DISTINCT FROM x.active
+        """,
+        [ids, [changed[i] for i in ids]],
+    )
+
+
+def rank_snapshots_stale(community_id: int) -> Statement:
+    """A leave or a re-join changes who is ranked without a ledger entry: the next refresh
+    rebuilds the community's snapshots."""
+    return Statement(
+        "ranks_stale",
+        "UPDATE points_rankbuild SET ledger_high_water = -1 "
+        "WHERE community_id = %s AND ledger_high_water <> -1",
+        [community_id],
+    )
