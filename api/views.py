@@ -30,6 +30,7 @@ from api.serializers import (
 from config.observability import record_ingest
 from incentives.standing import member_standing, rank_snapshots_queue
 from points.ingest import occurred_at_window
+from points.ingest.group import group_commit
 from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import (
@@ -177,7 +178,7 @@ class EventCreateView(APIView):
                 400,
                 "validation_error",
                 "Invalid request",
-                [{"field": "score", "code": "invalid", "message": "is required for peer_score"}],
+                [{"field": "score", "code": "required", "message": "is required for peer_score"}],
             ),
         ],
         tags=["events"],
@@ -187,7 +188,7 @@ class EventCreateView(APIView):
         serializer = EventInputSerializer(data=request.data, context=_item_context(found))
         serializer.is_valid(raise_exception=True)
         event = serializer.to_event()
-        outcome = events_ingest(community=found, events=[event])[0]
+        outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
         record_ingest([outcome], {event.client_id: event.type})
         return _outcome_response(outcome)
 

@@ -155,7 +155,7 @@ def test_unhandled_exception_in_a_view_is_a_500_problem(client_for, monkeypatch)
     def explode(**kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("api.views.events_ingest", explode)
+    monkeypatch.setattr("points.ingest.group.events_ingest", explode)
     client = client_for
     client.raise_request_exception = False
 
