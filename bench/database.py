@@ -21,7 +21,7 @@ SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 # The columns ``points.services._insert_events`` writes, in the same order.
 COLUMNS = (
     "community_id, client_id, member_id, type, occurred_at, received_at, local_day, target, "
-    'content, score, "group", meta, body_hash, rule_version, points, result'
+    'content, score, "group", meta, body_hash, rule_version, points, scoring'
 )
 
 
@@ -70,10 +70,11 @@ def server_settings(url: str) -> dict[str, str]:
         return {n: str(conn.execute(f"SHOW {n}").fetchone()[0]) for n in names}  # type: ignore[index]
 
 
-# What the service stores as ``result`` for one accepted event (the sizes matter, not the values).
+# What the service stores as ``scoring`` for one accepted event (the sizes matter, not the
+# values): ``points.scoring.ScoringRecord.to_json``.
 RESULT = (
-    '{"id": "%s", "status": "accepted", "points": 1, "balance": %d, "rule_version": 1, '
-    '"awards": [{"rule": "points.%s", "points": 1, "base": 1, "capped": false, "cap": null}]}'
+    '{"v": 1, "rule_type": "%s", "counted": true, "balance": %d, '
+    '"awards": [["m%05d", "points.%s", 1, 1, 1, null]]}'
 )
 
 
@@ -115,7 +116,7 @@ class RawRows:
                     hashlib.sha256(client_id.encode()).hexdigest(),
                     1,
                     1,
-                    RESULT % (client_id, self.n, kind),
+                    RESULT % (kind, self.n, self.n % 100_000, kind),
                 )
             )
         return out

@@ -587,20 +587,19 @@ def _load(db: Loader, plan: Plan, cid: int) -> None:
         db.run(f"VACUUM (ANALYZE) {table}", f"VACUUM (ANALYZE) {table}")
 
 
-# One event's stored result, as the service stores it (sizes matter, not the values); built as
-# text and parsed once (nested jsonb_build_object calls cost three times as much).
+# One event's scoring record, as the service stores it (``ScoringRecord.to_json``; sizes
+# matter, not the values); built as text and parsed once (nested jsonb_build_object calls cost
+# three times as much).
 RESULT = """format(
-    '{{"id": "%%s", "status": "accepted", "points": %%s, "balance": %%s, "rule_version": 1, '
-    '"awards": %%s}}', {cid}, {actor_points}, {balance},
+    '{{"v": 1, "rule_type": "%%s", "counted": true, "balance": %%s, "awards": %%s}}',
+    {rule}, {balance},
     CASE WHEN {payee} IS NULL THEN '[]' ELSE format(
-        '[{{"rule": "points.%%s", "points": %%s, "base": %%s, "capped": %%s, "cap": %%s, '
-        '"gross": %%s, "member": "%%s"}}]', {rule}, {pts}, {base},
-        CASE WHEN {pts} < {base} THEN 'true' ELSE 'false' END,
-        CASE WHEN {pts} < {base} THEN '"' || {cap} || '"' ELSE 'null' END, {base}, {payee})
+        '[["%%s", "points.%%s", %%s, %%s, %%s, %%s]]', {payee}, {rule}, {base}, {base}, {pts},
+        CASE WHEN {pts} < {base} THEN '"' || {cap} || '"' ELSE 'null' END)
     END)::jsonb"""
 EVENT_COLUMNS = (
     "community_id, client_id, member_id, type, occurred_at, received_at, local_day, target, "
-    'content, score, "group", meta, body_hash, rule_version, points, result, beneficiary_id, '
+    'content, score, "group", meta, body_hash, rule_version, points, scoring, beneficiary_id, '
     "content_hash"
 )
 

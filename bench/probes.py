@@ -36,7 +36,7 @@ CREATE FUNCTION probe_ingest(c bigint, cid text, ext text, typ text, at timestam
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE mid bigint; bal bigint; eid bigint; stored jsonb;
 BEGIN
-  SELECT result INTO stored FROM points_event WHERE community_id = c AND client_id = cid;
+  SELECT scoring INTO stored FROM points_event WHERE community_id = c AND client_id = cid;
   IF FOUND THEN RETURN stored; END IF;
   INSERT INTO points_member AS m (community_id, external_id, display_name, status, balance,
                                   held, lifetime_points, joined_at, last_event_at, created_at)
@@ -50,7 +50,7 @@ BEGIN
     DO UPDATE SET count = t.count + 1, points = t.points + EXCLUDED.points;
   INSERT INTO points_event (community_id, client_id, member_id, type, occurred_at, received_at,
                             local_day, target, content, score, "group", meta, body_hash,
-                            rule_version, points, result)
+                            rule_version, points, scoring)
   VALUES (c, cid, mid, typ, at, now(), d_day, '', NULL, NULL, 'g1', '{}', bh, 1, pts, res)
   RETURNING id INTO eid;
   INSERT INTO points_ledgerentry (community_id, member_id, event_id, kind, points,
@@ -89,7 +89,9 @@ class _Prober:
             for _ in range(self.per_commit):
                 self.n += 1
                 cid = f"{self.tag}-{self.n}"
-                result = json.dumps({"id": cid, "status": "accepted", "points": 1})
+                result = json.dumps(
+                    {"v": 1, "rule_type": "message", "counted": True, "balance": 1, "awards": []}
+                )
                 self.conn.execute(
                     "SELECT probe_ingest(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
                     (

@@ -56,3 +56,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 
 # How far before its community's creation an event may be back-dated (docs/decisions.md 21).
 EVENTS_BACKFILL_DAYS = int(os.environ.get("EVENTS_BACKFILL_DAYS", "365"))
+
+# Group commit of concurrent single events in one process (points/ingest/group.py, decision
+# 46): "0" ingests each request in its own transaction (for measuring, or a single-threaded
+# server where groups cannot form anyway).
+EVENTS_GROUP_COMMIT = os.environ.get("EVENTS_GROUP_COMMIT", "1") == "1"

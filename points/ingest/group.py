@@ -25,6 +25,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 from points.ingest.pipeline import events_ingest
 from points.ingest.records import EventInput, IngestOutcome
 from points.models import Community
@@ -53,6 +55,8 @@ class GroupCommit:
 
     def ingest(self, community: Community, event: EventInput) -> IngestOutcome:
         """Ingest one event, possibly in a group with concurrent ones; its outcome."""
+        if not getattr(settings, "EVENTS_GROUP_COMMIT", True):
+            return events_ingest(community=community, events=[event])[0]
         with self._lock:
             group = self._open.get(community.pk)
             if group is not None and len(group.events) < self.max_size:
