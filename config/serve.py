@@ -70,6 +70,8 @@ def _ensure_admin(env: dict[str, str]) -> str | None:
 
 
 def main() -> int:
+    from config.settings.tasks import TASK_QUEUE_NAMES
+
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
     env = _env()
@@ -100,6 +102,10 @@ def main() -> int:
             "INFO",
             "--concurrency",
             os.environ.get("CELERY_CONCURRENCY", "2"),
+            # One worker for all three queues here; a fleet runs one pool per queue
+            # (docs/operations.md, "Queues").
+            "--queues",
+            ",".join(TASK_QUEUE_NAMES),
         ],
         "beat": [
             str(bin_dir / "celery"),

@@ -2,15 +2,18 @@
 
 Shared by the worker integration tests, whose modules load the fixtures with
 ``pytest_plugins = ["tests.celery_worker"]`` and ask for ``worker`` (one worker per broker and
-module; a broker that does not answer skips its tests with the reason).
+module: every test using it runs once on Redis and once on RabbitMQ, ids ``[redis]`` and
+``[rabbitmq]``; a broker that does not answer skips its tests with the reason).
 
-The worker is started as a subprocess on its own queue (so that parallel test runs and other
-workers on the same broker never take its messages), with ``DATABASE_URL`` pointing at this
-test run's database. Tasks are sent from the test process with ``apply_async`` over a plain
-connection to the same broker. Tasks that the worker itself enqueues (``delay()`` with no
-queue, such as the outbox's on-commit kick of ``webhooks.tasks.deliver_due``) go to that same
-queue too: the worker runs ``worker_app`` below, the project's app with the worker's queue as
-its default queue, so nothing leaks onto the broker's shared default queue.
+The worker consumes the project's three queues (``config/settings/tasks.py``: delivery,
+periodic, heavy), each renamed ``<prefix>.<queue>`` with a prefix of its own, so that parallel
+test runs and other workers on the same broker never take its messages. It runs ``worker_app``
+below: the project's app with the project's routing table, only the queue names prefixed
+(``prefix_routing``). So a task the worker itself enqueues (the outbox's on-commit kick of
+``webhooks.tasks.deliver_due``, a fan-out's per-community tasks) is routed by the real table
+to the worker's copy of its queue, and nothing leaks onto the broker's shared queues. Tasks are
+sent from the test process with ``Worker.send``: ``apply_async`` over a plain connection to the
+same broker, on the worker's copy of the queue the project's router picks for the task.
 
 PYTEST_DONT_REWRITE: test modules import names from here before pytest loads it as a plugin,
 and there are no asserts here to rewrite.
@@ -30,12 +33,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from celery import Celery
+from django.conf import settings
 from django.db import connection
 from kombu import Connection, Exchange, Queue
 from kombu.transport.virtual import Channel as VirtualChannel
 
 from config.celery import app as celery_app
 from config.database import BASE_DIR
+from config.settings.tasks import TASK_QUEUE_NAMES
 
 BROKERS = {
     "redis": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -46,18 +52,48 @@ TASK_TIMEOUT = 60.0
 QUEUE_ENV = "TEST_CELERY_WORKER_QUEUE"
 
 
-# The worker runs ``celery -A tests.celery_worker:worker_app``: the project's app, with the
-# worker's own queue as its default queue. QUEUE_ENV is set only in the worker's environment, so
-# importing this module in the test process changes nothing.
+def queue_names(prefix: str) -> dict[str, str]:
+    """The project's queue names (delivery, periodic, heavy) -> ``<prefix>.<name>``."""
+    return {name: f"{prefix}.{name}" for name in TASK_QUEUE_NAMES}
+
+
+def prefix_routing(app: Celery, prefix: str) -> dict[str, str]:
+    """Give ``app`` the project's routing (``CELERY_TASK_ROUTES``, ``CELERY_TASK_QUEUES``, the
+    default queue) with every queue renamed ``<prefix>.<name>``; returns the renaming. Call it
+    before the app routes anything (its router and queues are built on first use)."""
+    names = queue_names(prefix)
+    app.conf.task_queues = tuple(
+        Queue(
+            names[q.name], Exchange(names[q.name], type=q.exchange.type), routing_key=names[q.name]
+        )
+        for q in settings.CELERY_TASK_QUEUES
+    )
+    app.conf.task_routes = {
+        task: {**route, "queue": names[route["queue"]]}
+        for task, route in settings.CELERY_TASK_ROUTES.items()
+    }
+    # (the default exchange and routing key follow the default queue's name)
+    app.conf.task_default_queue = names[settings.CELERY_TASK_DEFAULT_QUEUE]
+    return names
+
+
+def routed_queue(task_name: str) -> str:
+    """The queue the project's router (``config/settings/tasks.py``) picks for a task."""
+    return str(celery_app.amqp.router.route({}, task_name)["queue"].name)
+
+
+# The worker runs ``celery -A tests.celery_worker:worker_app``: the project's app, its routing
+# table on the worker's own copies of the queues. QUEUE_ENV (the prefix) is set only in the
+# worker's environment, so importing this module in the test process changes nothing.
 worker_app = celery_app
 if QUEUE_ENV in os.environ:
-    worker_app.conf.task_default_queue = os.environ[QUEUE_ENV]
+    prefix_routing(worker_app, os.environ[QUEUE_ENV])
 
 
 @dataclass
 class Worker:
     process: subprocess.Popen[bytes]
-    queue: str
+    queues: dict[str, str]  # the project's queue name -> the worker's copy of it
     broker_url: str
     log: Path
 
@@ -71,9 +107,11 @@ class Worker:
         return self.process.poll() is None
 
     def send(self, task: Any, *args: Any) -> None:
-        """Send ``task(*args)`` to this worker's queue over the real broker."""
+        """Send ``task(*args)`` over the real broker to this worker's copy of the queue the
+        project routes it to."""
+        queue = self.queues[routed_queue(task.name)]
         with Connection(self.broker_url, connect_timeout=5) as conn:
-            task.apply_async(args=args, queue=self.queue, producer=conn.Producer())
+            task.apply_async(args=args, queue=queue, producer=conn.Producer())
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = TASK_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -136,7 +174,8 @@ def module_worker(
 ) -> Iterator[Worker]:
     """One worker per broker for the module; the test database exists (django_db_setup) and
     the worker keeps no connection open between tasks, so each test's flush is not blocked."""
-    queue = f"test-worker-{uuid.uuid4().hex[:12]}"
+    prefix = f"test-worker-{uuid.uuid4().hex[:12]}"
+    queues = queue_names(prefix)
     tmp_path = tmp_path_factory.mktemp("celery-worker")
     log = tmp_path / "worker.log"
     with django_db_blocker.unblock():
@@ -149,11 +188,12 @@ def module_worker(
         "CELERY_BROKER_URL": broker_url,
         "INCENTIVES_DATA_DIR": str(tmp_path / "data"),
         "PYTHONUNBUFFERED": "1",
-        QUEUE_ENV: queue,
+        QUEUE_ENV: prefix,
     }
     command = [
         sys.executable, "-m", "celery", "-A", f"{__name__}:worker_app", "worker",
-        "--pool=solo", "--concurrency=1", "-Q", queue, "-n", f"{queue}@%h",
+        "--pool=solo", "--concurrency=1", "-Q", ",".join(queues.values()),
+        "-n", f"{prefix}@%h",
         # No gossip/mingle: never talk to other workers on the same broker. (Heartbeats stay
         # on: without them a warm shutdown on RabbitMQ takes ~10 s.)
         "--without-gossip", "--without-mingle", "--loglevel=INFO",
@@ -162,9 +202,13 @@ def module_worker(
         process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
             command, cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
-    started = Worker(process, queue, broker_url, log)
+    started = Worker(process, queues, broker_url, log)
     try:
         started.wait_for_log(" ready.", timeout=START_TIMEOUT)
+        banner = started.output()
+        missing = [name for name in queues.values() if f".> {name} " not in banner]
+        if missing:
+            pytest.fail(f"the worker does not consume {missing}:\n{banner}")
         yield started
     finally:
         process.terminate()  # warm shutdown
@@ -173,7 +217,8 @@ def module_worker(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-        _delete_queue(broker_url, queue)
+        for name in queues.values():
+            _delete_queue(broker_url, name)
 
 
 @pytest.fixture

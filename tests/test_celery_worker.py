@@ -1,8 +1,10 @@
 """A real Celery worker process, a real broker (Redis and RabbitMQ), the real test database.
 
-The worker and its fixtures live in ``tests/celery_worker.py``: a subprocess on its own queue,
-with ``DATABASE_URL`` pointing at this test run's database; tasks are sent from the test process
-with ``apply_async`` over a plain connection to the same broker.
+The worker and its fixtures live in ``tests/celery_worker.py``: a subprocess consuming its own
+copies of the three queues (delivery, periodic, heavy), with ``DATABASE_URL`` pointing at this
+test run's database; tasks are sent from the test process with ``apply_async`` over a plain
+connection to the same broker, on the queue the project's routing picks. Every test runs once
+per broker (ids ``[redis]``, ``[rabbitmq]``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from django.db.models import F
 
 from points.models import JobRun, Member
 from points.services import EventInput, community_create, events_ingest
-from points.tasks import ledger_reconcile_community
-from tests.celery_worker import TASK_TIMEOUT
+from points.tasks import ledger_reconcile_community, points_expire_all
+from tests.celery_worker import TASK_TIMEOUT, Worker, routed_queue
 
 # Re-exported: tests/reliability import these from here.
 from tests.celery_worker import _broker_error as _broker_error
 from tests.celery_worker import _delete_queue as _delete_queue
 from tests.celery_worker import _test_database_url as _test_database_url
+from webhooks.tasks import deliver_due
 
 pytest_plugins = ["tests.celery_worker"]  # the worker fixtures
 
@@ -101,3 +104,24 @@ def test_worker_rerun_of_a_finished_period_returns_the_recorded_result(worker):
     again = runs.get()
     assert again.result == first.result
     assert again.finished_at == first.finished_at
+
+
+def test_worker_consumes_the_three_queues_and_routes_what_it_enqueues(worker: Worker) -> None:
+    """A periodic fan-out sent to the periodic queue enqueues one heavy task per community,
+    routed by the worker's own app to the heavy queue, which the worker also consumes; a
+    delivery goes to the delivery queue."""
+    assert [routed_queue(t.name) for t in (points_expire_all, deliver_due)] == [
+        "periodic",
+        "delivery",
+    ]
+    community_create(slug="first", name="First")
+    community_create(slug="second", name="Second")
+
+    worker.send(points_expire_all)
+    worker.send(deliver_due)
+
+    worker.wait_for_log("points.tasks.points_expire_community[", count=4)  # 2 received, 2 done
+    worker.wait_for_log("webhooks.tasks.deliver_due[", count=2)
+    worker.wait_for_log("points.tasks.points_expire_all[", count=2)
+    assert worker.output().count("'enabled': False") == 2, worker.output()
+    assert "Traceback" not in worker.output(), worker.output()

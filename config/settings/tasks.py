@@ -3,6 +3,7 @@
 import os
 
 from celery.schedules import crontab
+from kombu import Exchange, Queue
 
 from config.database import DATA_DIR
 
@@ -27,6 +28,53 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# Queues: every task is routed here and nowhere else (docs/operations.md, "Queues").
+# - delivery: outgoing HTTP, short and latency-bound: webhook deliveries, which also carry
+#   payouts to the paying bot (``payout.requested`` goes through the outbox).
+# - periodic: light, frequent work that must not wait behind a long job: the beat fan-outs
+#   (one message per community, nothing else), rank snapshot refreshes and builds (the
+#   leaderboard follows points within seconds), the ledger reconciliation (read-only).
+# - heavy: the per-community jobs that write many rows or scan a month: tiers, KOC, honor
+#   rolls, member refresh, points expiry, automatic campaigns (welcome packets, content
+#   rewards). Each is fenced, late-acked and may take minutes on a large community.
+# A task missing from the table goes to the default queue, ``periodic``; the routing test
+# (tests/test_task_routing.py) fails on any project task not listed here.
+TASK_QUEUE_DELIVERY = "delivery"
+TASK_QUEUE_PERIODIC = "periodic"
+TASK_QUEUE_HEAVY = "heavy"
+TASK_QUEUE_NAMES = (TASK_QUEUE_DELIVERY, TASK_QUEUE_PERIODIC, TASK_QUEUE_HEAVY)
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in TASK_QUEUE_NAMES
+)
+CELERY_TASK_DEFAULT_QUEUE = TASK_QUEUE_PERIODIC
+_ROUTING = {
+    TASK_QUEUE_DELIVERY: [
+        "webhooks.tasks.deliver_due",
+    ],
+    TASK_QUEUE_PERIODIC: [
+        "points.tasks.rank_snapshots_refresh_all",
+        "points.tasks.rank_snapshots_refresh_community",
+        "points.tasks.rank_snapshot_build_period",
+        "points.tasks.ledger_reconcile_all",
+        "points.tasks.ledger_reconcile_community",
+        "points.tasks.points_expire_all",
+        "incentives.tasks.tiers_evaluate_all",
+        "incentives.tasks.koc_detect_all",
+        "incentives.tasks.honor_rolls_publish_all",
+        "incentives.tasks.refresh_run_all",
+        "rewards.tasks.auto_campaigns_scan_all",
+    ],
+    TASK_QUEUE_HEAVY: [
+        "points.tasks.points_expire_community",
+        "incentives.tasks.tiers_evaluate_community",
+        "incentives.tasks.koc_detect_community",
+        "incentives.tasks.honor_roll_publish_community",
+        "incentives.tasks.refresh_run_community",
+        "rewards.tasks.auto_campaigns_scan_community",
+    ],
+}
+CELERY_TASK_ROUTES = {task: {"queue": queue} for queue, tasks in _ROUTING.items() for task in tasks}
 
 # Every periodic job is declared here and nowhere else.
 CELERY_BEAT_SCHEDULE = {

@@ -1,10 +1,12 @@
 """A real worker publishes a month's honor roll and delivers ``honor_roll.published``.
 
-The worker (``tests/celery_worker.py``: a subprocess on its own queue of a real Redis or
-RabbitMQ, on this run's test database) runs ``honor_roll_publish_community``; the outbox's
-on-commit kick sends ``deliver_due`` to the same queue and the worker POSTs the signed message
-to an HTTP receiver in this process. Nothing in this process publishes or delivers: the
-endpoint is created after the events, and the test process never calls the delivery code.
+The worker (``tests/celery_worker.py``: a subprocess consuming its own copies of the delivery,
+periodic and heavy queues of a real Redis and a real RabbitMQ, ids ``[redis]`` and
+``[rabbitmq]``, on this run's test database) runs ``honor_roll_publish_community`` from the
+heavy queue; the outbox's on-commit kick is routed by the worker's own app to the delivery
+queue and the worker POSTs the signed message to an HTTP receiver in this process. Nothing in
+this process publishes or delivers: the endpoint is created after the events, and the test
+process never calls the delivery code.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def test_worker_publishes_the_honor_roll_once_and_delivers_it_signed_to_the_webh
     assert [e["member"] for e in roll.categories["most_helpful"]] == ["bob"]
     assert Honor.objects.filter(roll=roll).count() == 4
 
-    # The outbox's on-commit kick puts deliver_due on the worker's queue; the worker delivers.
+    # The outbox's on-commit kick puts deliver_due on the worker's delivery queue; it delivers.
     receiver.wait(worker)
     worker.wait_for_log("webhooks.tasks.deliver_due[", count=2)  # received, then succeeded
     [request] = receiver.received()
