@@ -1,11 +1,12 @@
 """Event ingestion, the orchestrator: store, score and post a batch of events, each exactly once.
 
-A single event costs three round trips after the API key, and so does a batch of 1,000:
+A single event costs three round trips and the COMMIT after the API key, and so does a batch
+of 1,000:
 
 0. *Replays*, no lock: ids already stored answer with their first result (or 409).
 1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules.
-2. *Lock and read* (``state``): lock every member touched, in ``external_id`` order, then read
-   tallies, once-only keys, counted content hashes and cooldowns.
+2. *Lock and read* (``state``), one pipeline: lock every member touched, in ``external_id``
+   order, then read tallies, once-only keys, counted content hashes and cooldowns.
 3. *Score* (``scorer``) in memory with ``points.scoring``, event after event.
 4. *Write* (``statements``), one pipeline: events, tallies, once-only keys, ledger entries,
    members, period totals. If another transaction committed one of our ids or keys
@@ -28,7 +29,7 @@ from points.ingest import statements
 from points.ingest.plan import plan_events
 from points.ingest.records import EventInput, IngestOutcome, IngestStatus, MemberState, Plan
 from points.ingest.scorer import Scorer
-from points.ingest.state import RulesChanged, members_lock, state_read
+from points.ingest.state import RulesChanged, lock_and_read
 from points.models import Community, MemberStatus
 from points.scoring import ScoringRecord
 
@@ -106,8 +107,8 @@ def _ingest_once(
 def _score_and_write(
     community: Community, plans: list[Plan], now: dt.datetime, outcomes: list[IngestOutcome | None]
 ) -> None:
-    members = members_lock(community, plans, now)
-    scorer = Scorer(members, state_read(community, plans, members))
+    members, reads = lock_and_read(community, plans, now)
+    scorer = Scorer(members, reads)
     accepted: list[tuple[str, dict[str, Any]]] = []
     for plan in plans:
         result = scorer.score(plan)

@@ -5,6 +5,7 @@ round trip. The reads come after the lock, so each sees every transaction commit
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from points.ingest import statements
 from points.ingest.records import MemberState, Plan, TallyKey
@@ -19,11 +20,15 @@ class RulesChanged(Exception):
     """A rule set version was published since the community row was read: start over."""
 
 
-def members_lock(
+def lock_and_read(
     community: Community, plans: list[Plan], now: dt.datetime
-) -> dict[str, MemberState]:
-    """Create unknown members and lock every member row the batch touches (posters and the
-    members paid), in ``external_id`` byte order: one round trip."""
+) -> tuple[dict[str, MemberState], Reads]:
+    """Create unknown members, lock every member row the batch touches (posters and the
+    members paid) in ``external_id`` byte order, and read what scoring needs: one round trip.
+
+    The reads name members by external id (joined to their rows), so they need nothing from
+    the lock's answer and go in the same pipeline, after it: each runs once the lock is
+    granted and sees every transaction committed before it started."""
     first_seen: dict[str, dt.datetime] = {}
     last_seen: dict[str, dt.datetime] = {}
     names: dict[str, str] = {}
@@ -38,12 +43,14 @@ def members_lock(
             names[poster] = clean
     ordered = sorted(first_seen)
     new = [(ext, names.get(ext, ""), first_seen[ext]) for ext in ordered]
-    rows = statements.run(
+    found = statements.run(
         [
             statements.members_insert(community.pk, now, new),
             statements.members_lock(community.pk, ordered),
+            *_reads(community.pk, plans),
         ]
-    )["members"]
+    )
+    rows = found["members"]
     revision = rows[0][9]
     if revision != community.rules_revision:
         # The API key cache keeps the community row a few seconds: score with the current
@@ -64,21 +71,22 @@ def members_lock(
             last_seen=last_seen.get(ext),
             display_name=names.get(ext, ""),
         )
-    return members
+    return members, _reads_found(found)
 
 
-def state_read(community: Community, plans: list[Plan], members: dict[str, MemberState]) -> Reads:
-    """What scoring needs, in one round trip. Only day tallies are stored; a week's or month's
+def _reads(community_id: int, plans: list[Plan]) -> list[statements.Statement]:
+    """What scoring needs, by external id. Only day tallies are stored; a week's or month's
     is summed from them, and only where a rule needs it. Look-ups per (member, …) are index
     probes: the cost follows the batch, never the size of the event table."""
-    spans: set[tuple[int, str, dt.date, dt.date, str]] = set()
+    spans: set[tuple[str, str, dt.date, dt.date, str]] = set()
     keys: set[str] = set()
-    hashed: list[tuple[int, str, dt.datetime]] = []
-    cooled: list[tuple[int, str, dt.datetime, int]] = []
+    member_keys: set[tuple[str, str, str]] = set()  # (prefix, member, suffix): keys of ids
+    hashed: list[tuple[str, str, dt.datetime]] = []
+    cooled: list[tuple[str, str, dt.datetime, int]] = []
     for plan in plans:
         rules, kind = plan.version.rules, plan.rule_type
-        poster = members[plan.event.member].id
-        payee = members[plan.payee or plan.event.member].id
+        poster = plan.event.member
+        payee = plan.payee or poster
         spans.add((payee, DAY, plan.day, plan.day, ""))
         if kind in rules.weekly_caps:
             start = week_start(plan.day)
@@ -91,22 +99,27 @@ def state_read(community: Community, plans: list[Plan], members: dict[str, Membe
         if plan.once_key:
             keys.add(plan.once_key)
         if rules.streak is not None and rules.streak.type == kind:
-            keys.add(streak_key(poster, plan.day))
+            prefix, suffix = streak_key(0, plan.day).split(":0:")
+            member_keys.add((f"{prefix}:", poster, f":{suffix}"))
         if quota is not None and quota.type == kind:
-            keys.add(quota_key(poster, plan.day))
+            prefix, suffix = quota_key(0, plan.day).split(":0:")
+            member_keys.add((f"{prefix}:", poster, f":{suffix}"))
         if plan.content_hash:
             since = plan.occurred - dt.timedelta(days=rules.duplicate_window_days)
             hashed.append((poster, plan.content_hash, since))
         if kind in rules.cooldowns and not plan.fixed_gate:
             cooled.append((poster, kind, plan.occurred, rules.cooldowns[kind]))
-    wanted = [statements.tallies_read(sorted(spans))]
-    if keys:
-        wanted.append(statements.keys_read(community.pk, sorted(keys)))
+    wanted = [statements.tallies_read(community_id, sorted(spans))]
+    if keys or member_keys:
+        wanted.append(statements.keys_read(community_id, sorted(keys), sorted(member_keys)))
     if hashed:
-        wanted.append(statements.hashes_read(hashed))
+        wanted.append(statements.hashes_read(community_id, hashed))
     if cooled:
-        wanted.append(statements.scored_read(community.pk, cooled))
-    found = statements.run(wanted)
+        wanted.append(statements.scored_read(community_id, cooled))
+    return wanted
+
+
+def _reads_found(found: dict[str, list[tuple[Any, ...]]]) -> Reads:
     reads = Reads()
     for member_id, span, start, event_type, count, points, days in found["tallies"]:
         reads.tallies[TallyKey(member_id, span, start, event_type)] = Tally(count, points)

@@ -134,72 +134,87 @@ def members_lock(community_id: int, external_ids: list[str]) -> Statement:
     )
 
 
-def tallies_read(spans: Sequence[tuple[int, str, dt.date, dt.date, str]]) -> Statement:
-    """Summed day tallies per (member, span, start, type) for spans (member, span, first day,
-    last day, type or '' for every type)."""
+def tallies_read(
+    community_id: int, spans: Sequence[tuple[str, str, dt.date, dt.date, str]]
+) -> Statement:
+    """Summed day tallies per (member, span, start, type) for spans (member's external id,
+    span, first day, last day, type or '' for every type)."""
     return Statement(
         "tallies",
         """
-        SELECT k.member_id, k.span, k.start, t.event_type, sum(t.count)::int,
+        SELECT m.id, k.span, k.start, t.event_type, sum(t.count)::int,
                sum(t.points)::int, (count(*) FILTER (WHERE t.count > 0))::int
-        FROM unnest(%s::bigint[], %s::text[], %s::date[], %s::date[], %s::text[])
-             AS k(member_id, span, start, stop, type)
+        FROM unnest(%s::text[], %s::text[], %s::date[], %s::date[], %s::text[])
+             AS k(ext, span, start, stop, type)
+        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
         JOIN points_dailytally t
-          ON t.member_id = k.member_id AND t.day BETWEEN k.start AND k.stop
+          ON t.member_id = m.id AND t.day BETWEEN k.start AND k.stop
          AND (k.type = '' OR t.event_type = k.type)
-        GROUP BY k.member_id, k.span, k.start, t.event_type
+        GROUP BY m.id, k.span, k.start, t.event_type
         """,
-        [[s[i] for s in spans] for i in range(5)],
+        [*([s[i] for s in spans] for i in range(5)), community_id],
     )
 
 
-def keys_read(community_id: int, keys: list[str]) -> Statement:
+def keys_read(
+    community_id: int, keys: list[str], member_keys: Sequence[tuple[str, str, str]]
+) -> Statement:
+    """Once-only keys already taken: ``keys`` as they are, and keys naming a member's id,
+    given as (prefix, external id, suffix)."""
     return Statement(
         "keys",
-        "SELECT key FROM points_awardonce WHERE community_id = %s AND key = ANY(%s)",
-        [community_id, keys],
+        """
+        SELECT a.key FROM points_awardonce a
+        WHERE a.community_id = %s
+          AND a.key = ANY(%s::text[] || ARRAY(
+              SELECT k.prefix || m.id || k.suffix
+              FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(prefix, ext, suffix)
+              JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext))
+        """,
+        [community_id, keys, *([k[i] for k in member_keys] for i in range(3)), community_id],
     )
 
 
-def hashes_read(probes: Sequence[tuple[int, str, dt.datetime]]) -> Statement:
+def hashes_read(community_id: int, probes: Sequence[tuple[str, str, dt.datetime]]) -> Statement:
     """Counted events per (member, content hash) since a time: one index probe each (only
     counted events keep their hash)."""
     return Statement(
         "hashes",
         """
-        SELECT k.member_id, e.content_hash, e.occurred_at
-        FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[])
-             AS k(member_id, content_hash, since)
+        SELECT m.id, e.content_hash, e.occurred_at
+        FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(ext, content_hash, since)
+        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
         CROSS JOIN LATERAL (
             SELECT e.content_hash, e.occurred_at FROM points_event e
-            WHERE e.member_id = k.member_id AND e.content_hash = k.content_hash
+            WHERE e.member_id = m.id AND e.content_hash = k.content_hash
               AND e.content_hash <> '' AND e.occurred_at >= k.since
               AND e.reversed_at IS NULL
         ) e
         """,
-        [[p[0] for p in probes], [p[1] for p in probes], [p[2] for p in probes]],
+        [*([p[i] for p in probes] for i in range(3)), community_id],
     )
 
 
 def scored_read(
-    community_id: int, probes: Sequence[tuple[int, str, dt.datetime, int]]
+    community_id: int, probes: Sequence[tuple[str, str, dt.datetime, int]]
 ) -> Statement:
     """Events that paid points per (member, type) within a cooldown of a time."""
     return Statement(
         "scored",
         """
-        SELECT k.member_id, k.type, e.occurred_at
-        FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::int[])
-             AS k(member_id, type, at, gap)
+        SELECT m.id, k.type, e.occurred_at
+        FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[])
+             AS k(ext, type, at, gap)
+        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
         CROSS JOIN LATERAL (
             SELECT e.occurred_at FROM points_event e
-            WHERE e.community_id = %s AND e.member_id = k.member_id
+            WHERE e.community_id = %s AND e.member_id = m.id
               AND e.occurred_at > k.at - k.gap * interval '1 second'
               AND e.occurred_at < k.at + k.gap * interval '1 second'
               AND e.type = k.type AND e.points > 0 AND e.reversed_at IS NULL
         ) e
         """,
-        [*([p[i] for p in probes] for i in range(4)), community_id],
+        [*([p[i] for p in probes] for i in range(4)), community_id, community_id],
     )
 
 
