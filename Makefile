@@ -10,7 +10,7 @@ LOCK   := requirements/lock-dev.txt
 UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --quiet \
 	--custom-compile-command "make lock"
 
-.PHONY: run test install lock lint typecheck check bench migrate fuzz clean
+.PHONY: run test install lock lint typecheck check bench loadtest migrate fuzz clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ check: lint typecheck
 ## Benchmarks (not part of the tests): ours beside a raw psycopg baseline, as ratios.
 bench: $(STAMP)
 	DB_PREFER_LOCAL=1 $(BIN)/python -m bench
+
+## Load test (not part of the tests): two API servers, a Celery worker and beat, a mixed load for
+## LOADTEST_SECONDS (300), then every ledger invariant (bench/loadtest.py).
+loadtest: $(STAMP)
+	DB_PREFER_LOCAL=1 $(BIN)/python -m bench.loadtest
 
 ## API fuzzing with many more examples than CI runs (schemathesis, every operation).
 fuzz: $(STAMP)
