@@ -24,6 +24,7 @@ from api.serializers import (
     MemberTokenSerializer,
     PeriodQuerySerializer,
 )
+from config.db_router import reads_from_replica
 from points.exceptions import MemberNotFound
 from points.models import Community, Scope
 from points.selectors import (
@@ -187,6 +188,7 @@ class LeaderboardView(APIView):
         ],
         tags=["ranks"],
     )
+    @reads_from_replica()  # docs/scaling.md: a board tolerates replica lag
     def get(self, request: Request, community: str) -> Response:
         query = _query(_BOARD_QUERY, request)
         period = _period(request, query)
@@ -263,7 +265,8 @@ class MemberRankView(APIView):
         query = _rank_query(request)
         found = _community(request)
         period = period_resolve(found, query["period"], query.get("month"))
-        result = member_rank_fresh(found, member, period)
+        with reads_from_replica(member=(found.pk, member)):  # the member lag rule
+            result = member_rank_fresh(found, member, period)
         if result is None:
             raise MemberNotFound(f"No member '{member}' in this community.")
         return Response(rank_body(result))

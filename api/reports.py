@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from api import schema
 from api.auth import request_community as _community
+from config.db_router import reads_from_replica
 from incentives.reports import ALIASES, REPORTS, StageRule, report_run
 from points.exceptions import FieldError, ValidationFailed
 from points.models import Scope
@@ -248,6 +249,7 @@ class ReportView(APIView):
         ],
         tags=["reports"],
     )
+    @reads_from_replica()  # docs/scaling.md: reports tolerate replica lag
     def get(self, request: Request, community: str, name: str) -> Response:
         found = _community(request)
         params = report_parameters(name, request.query_params) if name in NAMES else {}

@@ -27,6 +27,7 @@ from api.serializers import (
     LedgerEntryOutputSerializer,
     MemberOutputSerializer,
 )
+from config.db_router import member_wrote
 from config.observability import record_ingest
 from incentives.standing import member_standing, rank_snapshots_queue
 from points.ingest import occurred_at_window
@@ -189,6 +190,7 @@ class EventCreateView(APIView):
         serializer.is_valid(raise_exception=True)
         event = serializer.to_event()
         outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
+        member_wrote(found.pk, [event], [outcome])  # their reads: the primary (docs/scaling.md)
         record_ingest([outcome], {event.client_id: event.type})
         return _outcome_response(outcome)
 
@@ -310,6 +312,7 @@ class EventBatchView(APIView):
             valid_positions.append(position)
             valid_events.append(EventInputSerializer.event_from(data))
         outcomes = events_ingest(community=found, events=valid_events)
+        member_wrote(found.pk, valid_events, outcomes)  # docs/scaling.md
         record_ingest(outcomes, {e.client_id: e.type for e in valid_events})
         for position, outcome in zip(valid_positions, outcomes, strict=True):
             results[position] = _batch_item(outcome)

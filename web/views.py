@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 
+from config.db_router import reads_from_replica
 from incentives.standing import member_standing, rank_snapshots_queue
 from points.exceptions import InvalidMemberToken
 from points.models import Member, PeriodKind
@@ -95,7 +96,8 @@ def member_page(request: HttpRequest, token: str) -> HttpResponse:
             member = member_from_token(token)
         except InvalidMemberToken:
             return render(request, "web/link_invalid.html", {"lang": lang}, status=403)
-        return render(request, "web/member_page.html", _context(member, lang, token))
+        with reads_from_replica(member=member):  # the member lag rule (docs/scaling.md)
+            return render(request, "web/member_page.html", _context(member, lang, token))
 
 
 def _context(member: Member, lang: str, token: str) -> dict[str, Any]:
