@@ -17,8 +17,9 @@
    events (new ids; 3% of them replays, 2% invalid, 1% a conflicting body), 5% batches of
    ``LOADTEST_BATCH`` events (now and then an invalid or replayed item), 8% reads (a member's
    rank, a member's profile), 2% redemptions (70% of those created then approved by an admin);
-4. stops beat, lets the worker drain the broker, stops the fleet, and checks the invariants
-   with SQL.
+4. samples the broker's backlog while the load runs; then stops the servers and beat, lets the
+   worker drain the broker (up to ``LOADTEST_DRAIN_SECONDS``; what is left is reported), stops
+   it, and checks the invariants with SQL.
 
 Figures go to stdout (``loadtest …`` lines and one ``figure()``-style line beside the raw
 baseline), notes to stderr as ``# …``; both are written to ``var/bench/loadtest.txt``
@@ -28,8 +29,8 @@ answered differently).
 
 Knobs: LOADTEST_SECONDS (300), LOADTEST_COMMUNITIES (4), LOADTEST_MEMBERS (4000),
 LOADTEST_CLIENTS (16), LOADTEST_DRIVERS (2), LOADTEST_WORKERS (3 per server), LOADTEST_THREADS
-(4), LOADTEST_BATCH (50), LOADTEST_STOCK (60), LOADTEST_CELERY_CONCURRENCY (2),
-LOADTEST_RAW_SECONDS (10; 0: no baseline), LOADTEST_DRAIN_SECONDS (120), LOADTEST_DB
+(4), LOADTEST_BATCH (50), LOADTEST_STOCK (10), LOADTEST_CELERY_CONCURRENCY (2),
+LOADTEST_RAW_SECONDS (10; 0: no baseline), LOADTEST_DRAIN_SECONDS (300), LOADTEST_DB
 (loadtest_main), LOADTEST_BROKER_DB (11), LOADTEST_REDIS_DB (12), LOADTEST_OUT, BENCH_KEEP_DB.
 """
 
@@ -118,6 +119,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)  # ms, every answered request
     statuses: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)  # ok, expected_4xx, or UNEXPECTED
+    codes: Counter[str] = field(default_factory=Counter)  # the problem codes of 4xx answers
     examples: dict[str, str] = field(default_factory=dict)
 
 
@@ -172,6 +174,11 @@ class Client:
         tally.latencies.append(round((time.perf_counter() - started) * 1000, 3))
         tally.statuses[str(status)] += 1
         tally.outcomes[outcome] += 1
+        if 400 <= status < 500:
+            try:
+                tally.codes[str(json.loads(data).get("code", "?"))] += 1
+            except (ValueError, AttributeError):
+                tally.codes["?"] += 1
         if outcome != "ok" and outcome not in tally.examples:
             tally.examples[outcome] = f"HTTP {status} {data[:300]!r}"
 
@@ -423,6 +430,7 @@ def drive(config_path: Path) -> int:
             "latencies": [x for p in parts for x in p.latencies],
             "statuses": dict(sum((p.statuses for p in parts), Counter())),
             "outcomes": dict(sum((p.outcomes for p in parts), Counter())),
+            "codes": dict(sum((p.codes for p in parts), Counter())),
             "examples": examples,
         }
     result_path = Path(config["result"])
@@ -556,20 +564,25 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
         pass
 
 
-def _drain(broker_url: str, worker: subprocess.Popen[bytes], limit: float) -> float:
-    """Wait until the broker holds no task, queued or reserved (ETA) by the worker."""
+def _pending(broker_url: str) -> int:
+    """Tasks in the broker: queued, or reserved by the worker (ETA tasks, prefetched)."""
     import redis
 
     client = redis.Redis.from_url(broker_url)
+    return int(client.llen("celery")) + int(client.hlen("unacked"))
+
+
+def _drain(broker_url: str, worker: subprocess.Popen[bytes], limit: float) -> tuple[float, int]:
+    """Wait until the broker holds no task; the seconds waited and the tasks left."""
     started = time.monotonic()
-    quiet = 0
+    quiet = pending = 0
     while time.monotonic() - started < limit and worker.poll() is None:
-        pending = int(client.llen("celery")) + int(client.hlen("unacked"))
+        pending = _pending(broker_url)
         quiet = quiet + 1 if pending == 0 else 0
         if quiet >= 3:
             break
         time.sleep(0.5)
-    return time.monotonic() - started
+    return time.monotonic() - started, pending
 
 
 # --- invariants ----------------------------------------------------------------------------------
@@ -751,10 +764,12 @@ def report(results: list[dict[str, Any]], seconds: float) -> tuple[int, int, flo
         latencies = sorted(x for p in parts for x in p["latencies"])
         statuses: Counter[str] = Counter()
         outcomes: Counter[str] = Counter()
+        codes: Counter[str] = Counter()
         examples: dict[str, str] = {}
         for p in parts:
             statuses.update(p["statuses"])
             outcomes.update(p["outcomes"])
+            codes.update(p["codes"])
             for k, v in p["examples"].items():
                 examples.setdefault(k, v)
         requests = sum(outcomes.values())
@@ -773,6 +788,10 @@ def report(results: list[dict[str, Any]], seconds: float) -> tuple[int, int, flo
             text += " (" + ", ".join(f"{k} {outcomes[k]}" for k in UNEXPECTED if outcomes.get(k))
             text += ")"
         out(text)
+        if codes:
+            note(
+                f"{endpoint} 4xx by code: " + ", ".join(f"{k} {v}" for k, v in codes.most_common())
+            )
         for kind in UNEXPECTED:
             if kind in examples:
                 note(f"first {kind} on {endpoint}: {examples[kind]}")
@@ -800,9 +819,9 @@ def main() -> int:
     workers = _env_int("LOADTEST_WORKERS", 3)
     threads = _env_int("LOADTEST_THREADS", 4)
     batch = _env_int("LOADTEST_BATCH", 50)
-    stock = _env_int("LOADTEST_STOCK", 60)
+    stock = _env_int("LOADTEST_STOCK", 10)
     raw_seconds = _env_float("LOADTEST_RAW_SECONDS", 10)
-    drain_limit = _env_float("LOADTEST_DRAIN_SECONDS", 120)
+    drain_limit = _env_float("LOADTEST_DRAIN_SECONDS", 300)
     dbname = os.environ.get("LOADTEST_DB", "loadtest_main")
     keep_db = os.environ.get("BENCH_KEEP_DB") == "1"
     broker = f"redis://127.0.0.1:6379/{_env_int('LOADTEST_BROKER_DB', 11)}"
@@ -989,13 +1008,25 @@ def _run_fleet(
                     result,
                 )
             )
+        # The broker's backlog while the load runs: does the worker keep up?
+        backlog: list[tuple[float, int]] = []
+        deadline = time.monotonic() + seconds + 300
+        began = time.monotonic()
+        while any(p.poll() is None for p, _ in procs) and time.monotonic() < deadline:
+            backlog.append((time.monotonic() - began, _pending(env["CELERY_BROKER_URL"])))
+            time.sleep(min(5.0, max(seconds / 20, 0.5)))
         failed = 0
         for proc, _ in procs:
-            try:
-                failed += proc.wait(timeout=seconds + 300) != 0
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
-                failed += 1
+            failed += proc.wait() != 0
+        if backlog:
+            peak = max(backlog, key=lambda b: b[1])
+            samples = ", ".join(f"{n}" for _, n in backlog[:: max(1, len(backlog) // 10)])
+            note(
+                f"broker backlog (tasks queued or reserved) during the load: peak {peak[1]} at "
+                f"{peak[0]:.0f} s, {backlog[-1][1]} at the end; samples {samples}"
+            )
         for name, proc in (("worker", worker), ("beat", beat)):
             if proc.poll() is not None:
                 note(f"celery {name} exited early with {proc.returncode}")
@@ -1011,12 +1042,18 @@ def _run_fleet(
         stopping = time.monotonic()
         web.close()  # no request is running: the servers enqueue nothing more
         _stop(beat)
-        drained = _drain(env["CELERY_BROKER_URL"], worker, drain_limit)
+        waited, left = _drain(env["CELERY_BROKER_URL"], worker, drain_limit)
         _stop(worker, timeout=60)
-        note(
-            f"servers and beat stopped, the worker drained the broker ({drained:.0f} s) and "
-            f"stopped, in {time.monotonic() - stopping:.0f} s"
-        )
+        if left:
+            note(
+                f"servers and beat stopped; the worker did NOT drain the broker in {waited:.0f} "
+                f"s ({left} tasks left, LOADTEST_DRAIN_SECONDS={drain_limit:g}); stopped"
+            )
+        else:
+            note(
+                f"servers and beat stopped, the worker drained the broker ({waited:.0f} s) and "
+                f"stopped, in {time.monotonic() - stopping:.0f} s"
+            )
     # The fleet is stopped: nothing writes any more.
     total, unexpected, rate = report(results, elapsed)
     figure(
