@@ -565,11 +565,15 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 def _pending(broker_url: str) -> int:
-    """Tasks in the broker: queued, or reserved by the worker (ETA tasks, prefetched)."""
+    """Tasks in the broker: queued (every list in our broker database is a queue, whatever the
+    routing), or reserved by the worker (ETA tasks, prefetched: kombu's ``unacked``)."""
     import redis
 
     client = redis.Redis.from_url(broker_url)
-    return int(client.llen("celery")) + int(client.hlen("unacked"))
+    queued = sum(
+        int(client.llen(key)) for key in client.scan_iter(count=1000) if client.type(key) == b"list"
+    )
+    return queued + int(client.hlen("unacked"))
 
 
 def _drain(broker_url: str, worker: subprocess.Popen[bytes], limit: float) -> tuple[float, int]:
@@ -933,6 +937,8 @@ def _run_fleet(
     raw_rate: float,
     drain_limit: float,
 ) -> int:
+    from config.settings.tasks import TASK_QUEUE_NAMES
+
     with ExitStack() as stack:
         celery = str(BIN / "celery")
         worker = _start(
@@ -945,6 +951,9 @@ def _run_fleet(
                 "INFO",
                 "--concurrency",
                 os.environ.get("LOADTEST_CELERY_CONCURRENCY", "2"),
+                # as make run starts it: one worker for every queue (config/serve.py)
+                "--queues",
+                ",".join(TASK_QUEUE_NAMES),
             ],
             env,
             work / "celery-worker.log",
@@ -970,7 +979,8 @@ def _run_fleet(
         fleet = (
             f"2 servers x gunicorn gthread {workers} workers x {threads} threads (ports "
             f"{', '.join(str(s.port) for s in servers)}), Celery worker (concurrency "
-            f"{os.environ.get('LOADTEST_CELERY_CONCURRENCY', '2')}) and beat on "
+            f"{os.environ.get('LOADTEST_CELERY_CONCURRENCY', '2')}, queues "
+            f"{','.join(TASK_QUEUE_NAMES)}) and beat on "
             f"{env['CELERY_BROKER_URL']}"
         )
         note(f"fleet: {fleet}; logs in {work.relative_to(ROOT)}/")

@@ -42,7 +42,7 @@ def test_a_short_load_test_keeps_every_invariant(tmp_path: Path) -> None:
         "LOADTEST_MEMBERS": "200",
         "LOADTEST_CLIENTS": "4",
         "LOADTEST_DRIVERS": "1",
-        "LOADTEST_WORKERS": "2",
+        "LOADTEST_WORKERS": "1",
         "LOADTEST_THREADS": "4",
         "LOADTEST_STOCK": "5",
         "LOADTEST_RAW_SECONDS": "0",
