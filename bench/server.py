@@ -50,6 +50,8 @@ def gunicorn(
     command = [
         str(BIN / "gunicorn"),
         "config.wsgi:application",
+        "--config",  # as make run and the image start it; the flags below override it
+        "python:config.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

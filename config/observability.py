@@ -129,8 +129,8 @@ class RequestMiddleware:
         return response
 
 
-def broker_queue_depth(queue: str = "celery") -> int | None:
-    """Messages waiting in the Celery queue, read from the broker at scrape time (None when
+def broker_queue_depth(queue: str) -> int | None:
+    """Messages waiting in one Celery queue, read from the broker at scrape time (None when
     the broker does not answer within a second)."""
     from django.conf import settings
 
@@ -176,16 +176,21 @@ def outbox_lag_seconds() -> float | None:
 def _queue_depth_text() -> bytes:
     from prometheus_client.core import GaugeMetricFamily
 
-    depth = broker_queue_depth()
+    from config.settings.tasks import TASK_QUEUE_NAMES
+
+    depths = {queue: broker_queue_depth(queue) for queue in TASK_QUEUE_NAMES}
     lag = outbox_lag_seconds()
 
     class _Collector:
         def collect(self) -> Iterable[Any]:
             family = GaugeMetricFamily(
-                "incentives_celery_queue_depth", "Messages waiting in the Celery queue"
+                "incentives_celery_queue_depth",
+                "Messages waiting in each Celery queue (delivery, periodic, heavy)",
+                labels=["queue"],
             )
-            if depth is not None:
-                family.add_metric([], depth)
+            for queue, depth in depths.items():
+                if depth is not None:
+                    family.add_metric([queue], depth)
             yield family
             outbox = GaugeMetricFamily(
                 "incentives_outbox_lag_seconds",

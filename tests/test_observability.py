@@ -97,12 +97,13 @@ def test_queue_depth_is_read_from_the_broker(settings: object) -> None:
     url = "redis://127.0.0.1:6379/13"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.delete("celery")
-        client.rpush("celery", "a", "b", "c")
+        client.delete("heavy")
+        client.rpush("heavy", "a", "b", "c")
     except redis.RedisError:
         pytest.skip("no Redis at 127.0.0.1:6379")
     settings.CELERY_BROKER_URL = url  # type: ignore[attr-defined]
-    assert broker_queue_depth() == 3
-    client.delete("celery")
+    assert broker_queue_depth("heavy") == 3
+    assert broker_queue_depth("delivery") == 0
+    client.delete("heavy")
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # type: ignore[attr-defined]
-    assert broker_queue_depth() is None
+    assert broker_queue_depth("heavy") is None
