@@ -31,7 +31,8 @@ Knobs: LOADTEST_SECONDS (300), LOADTEST_COMMUNITIES (4), LOADTEST_MEMBERS (4000)
 LOADTEST_CLIENTS (16), LOADTEST_DRIVERS (2), LOADTEST_WORKERS (3 per server), LOADTEST_THREADS
 (4), LOADTEST_BATCH (50), LOADTEST_STOCK (10), LOADTEST_CELERY_CONCURRENCY (2),
 LOADTEST_RAW_SECONDS (10; 0: no baseline), LOADTEST_DRAIN_SECONDS (300), LOADTEST_DB
-(loadtest_main), LOADTEST_BROKER_DB (11), LOADTEST_REDIS_DB (12), LOADTEST_OUT, BENCH_KEEP_DB.
+(loadtest_main), LOADTEST_BROKER_DB (11), LOADTEST_REDIS_DB (12), LOADTEST_OUT, LOADTEST_WORK
+(logs and the drivers' files; var/bench/loadtest-<db>), BENCH_KEEP_DB.
 """
 
 from __future__ import annotations
@@ -831,7 +832,7 @@ def main() -> int:
     broker = f"redis://127.0.0.1:6379/{_env_int('LOADTEST_BROKER_DB', 11)}"
     limits = f"redis://127.0.0.1:6379/{_env_int('LOADTEST_REDIS_DB', 12)}"
     report_path = Path(os.environ.get("LOADTEST_OUT", OUT_DIR / "loadtest.txt"))
-    work = OUT_DIR / f"loadtest-{dbname}"
+    work = Path(os.environ.get("LOADTEST_WORK") or OUT_DIR / f"loadtest-{dbname}")
     work.mkdir(parents=True, exist_ok=True)
     if not _redis_answers(broker):
         print(f"loadtest: Redis does not answer at {broker}", file=sys.stderr)
@@ -983,7 +984,7 @@ def _run_fleet(
             f"{','.join(TASK_QUEUE_NAMES)}) and beat on "
             f"{env['CELERY_BROKER_URL']}"
         )
-        note(f"fleet: {fleet}; logs in {work.relative_to(ROOT)}/")
+        note(f"fleet: {fleet}; logs in {work}/")
         note(
             f"driving for {seconds:g} s from {drivers} processes, {clients} clients in all; "
             f"mix 85% single events, 5% batches of {batch}, 8% reads, 2% redemptions"

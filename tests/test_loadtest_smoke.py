@@ -50,6 +50,7 @@ def test_a_short_load_test_keeps_every_invariant(tmp_path: Path) -> None:
         "LOADTEST_DB": f"loadtest_smoke_{os.getpid()}",
         "LOADTEST_BROKER_DB": str(BROKER_DB),
         "LOADTEST_OUT": str(report),
+        "LOADTEST_WORK": str(tmp_path / "work"),
     }
     env.pop("BENCH_KEEP_DB", None)
     done = subprocess.run(  # noqa: S603 - our own module, fixed arguments
