@@ -32,7 +32,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +40,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from api.auth import MemberGrant
+from config.redis_client import redis_client
 from points.models import CommunityApiKey
 
 UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600}
@@ -59,11 +59,8 @@ def lease_size(allowed: int) -> int:
     return max(1, min(LEASE_MAX, int(allowed * LEASE_FRACTION)))
 
 
-@lru_cache(maxsize=4)
 def _redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return redis_client(url)
 
 
 def counter_hit(

@@ -32,12 +32,13 @@ import math
 from collections.abc import Iterable
 from contextlib import ContextDecorator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import django.db
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+from config.redis_client import redis_client
 
 REPLICA = "replica"
 DEFAULT_MAX_LAG_SECONDS = 2.0
@@ -172,11 +173,8 @@ def _mark_key(community_id: int, external_id: str) -> str:
     return f"replica:wrote:{community_id}:{external_id}"
 
 
-@lru_cache(maxsize=4)
 def _redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    return redis_client(url)
 
 
 def member_wrote(community_id: int, events: Iterable[Any], outcomes: Iterable[Any] = ()) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -386,9 +387,14 @@ _refresh_due: dict[int, float] = {}
 
 def rank_refresh_soon(community_id: int) -> bool:
     """After a commit that wrote points: queue a rebuild of the community's current periods in
-    ``RANK_REFRESH_DELAY`` seconds, unless this process has one queued that has not started
-    yet (debounce: a burst of events costs one rebuild, and a member's new points reach the
-    leaderboard within seconds, not at the next 30-second beat). Returns whether it queued."""
+    ``RANK_REFRESH_DELAY`` seconds, unless one is queued that has not started yet (debounce: a
+    burst of events costs one rebuild, and a member's new points reach the leaderboard within
+    seconds, not at the next 30-second beat). Returns whether it queued.
+
+    Debounced per process first, then across the fleet by a claim in Redis (``SET NX`` with
+    the delay as its lifetime) when ``REDIS_URL`` is set: without it, every process of every
+    server queued its own rebuild per community per second, and under load the queue grew
+    faster than a worker could drain it (found by ``make loadtest``)."""
     import logging
     import time
 
@@ -396,6 +402,8 @@ def rank_refresh_soon(community_id: int) -> bool:
     if now < _refresh_due.get(community_id, 0.0):
         return False
     _refresh_due[community_id] = now + RANK_REFRESH_DELAY
+    if not _fleet_claims_refresh(community_id):
+        return False
     from points.tasks import rank_snapshots_refresh_community
 
     try:
@@ -404,6 +412,21 @@ def rank_refresh_soon(community_id: int) -> bool:
         logging.getLogger(__name__).warning("could not queue a rank refresh", exc_info=True)
         return False
     return True
+
+
+def _fleet_claims_refresh(community_id: int) -> bool:
+    """Whether this process is the one of the fleet to queue the next refresh (True when no
+    Redis is configured, or it does not answer: a refresh too many costs little)."""
+    url = getattr(settings, "REDIS_URL", "")
+    if not url:
+        return True
+    from config.redis_client import redis_client
+
+    try:
+        key = f"rank-refresh:{community_id}"
+        return bool(redis_client(url).set(key, 1, nx=True, px=int(RANK_REFRESH_DELAY * 1000)))
+    except Exception:  # noqa: BLE001 - the claim is an optimisation
+        return True
 
 
 # --- member tokens ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Any
 
 import pytest
 from pytest_django import DjangoAssertNumQueries
@@ -374,3 +375,31 @@ def test_points_committed_queue_a_refresh_so_the_board_follows_within_seconds(
     assert _board(community) == [("ann", 1, 2)]
     # a burst inside the debounce window shares that refresh: the next one is not queued
     assert not services.rank_refresh_soon(community.pk)
+
+
+def test_one_process_of_the_fleet_queues_each_refresh(
+    community: Community, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Every process debounces its own refreshes; across processes a Redis claim keeps the
+    fleet to one queued refresh per community per delay (``make loadtest`` found the queue
+    growing with processes × communities without it)."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/14"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).delete(f"rank-refresh:{community.pk}")
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    settings.REDIS_URL = url
+    queued: list[int] = []
+    monkeypatch.setattr(
+        "points.tasks.rank_snapshots_refresh_community.apply_async",
+        lambda args, countdown: queued.append(args[0]),
+    )
+    for _process in range(3):  # three processes: each has its own debounce state
+        monkeypatch.setattr(services, "_refresh_due", {})
+        services.rank_refresh_soon(community.pk)
+    assert queued == [community.pk]
+    settings.REDIS_URL = ""  # without Redis, each process queues its own
+    monkeypatch.setattr(services, "_refresh_due", {})
+    assert services.rank_refresh_soon(community.pk)
