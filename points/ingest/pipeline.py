@@ -1,12 +1,12 @@
 """Event ingestion, the orchestrator: store, score and post a batch of events, each exactly once.
 
-A new event costs two round trips and the COMMIT after the API key, and so does a batch of
-1,000:
+A single event costs three round trips and the COMMIT after the API key, and so does a batch
+of 1,000:
 
+0. *Replays*, no lock: ids already stored answer with their first result (or 409).
 1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules.
-2. *Lock and read* (``state``), one pipeline: look up the ids already stored (replays answer
-   with their first result, or 409), lock every member touched, in ``external_id`` order,
-   then read tallies, once-only keys, counted content hashes and cooldowns (decision 47).
+2. *Lock and read* (``state``), one pipeline: lock every member touched, in ``external_id``
+   order, then read tallies, once-only keys, counted content hashes and cooldowns.
 3. *Score* (``scorer``) in memory with ``points.scoring``, event after event.
 4. *Write* (``statements``), one pipeline: events, tallies, once-only keys, ledger entries,
    members, period totals. If another transaction committed one of our ids or keys
@@ -28,9 +28,10 @@ from points.exceptions import FieldError
 from points.ingest import statements
 from points.ingest.plan import plan_events
 from points.ingest.records import EventInput, IngestOutcome, IngestStatus, MemberState, Plan
-from points.ingest.scorer import Reads, Scorer
+from points.ingest.scorer import Scorer
 from points.ingest.state import RulesChanged, lock_and_read
 from points.models import Community, MemberStatus
+from points.scoring import ScoringRecord
 
 ATTEMPTS = 5
 
@@ -78,18 +79,13 @@ def _ingest_once(
     for i, event in enumerate(events):
         first_index.setdefault(event.client_id, i)
     firsts = sorted(first_index.values())
-    with transaction.atomic():
-        plans = plan_events(community, events, hashes, firsts, now, outcomes)
-        ids = [events[i].client_id for i in firsts]
-        members, reads, stored = lock_and_read(community, plans, now, ids)
-        for i in firsts:  # a stored id answers what it stored, even if it would now be refused
-            if events[i].client_id in stored:
-                outcomes[i] = None
-        if any(p.event.client_id in stored for p in plans):  # a batch mixing old and new ids
-            plans = [p for p in plans if p.event.client_id not in stored]
-            members, reads, stored = lock_and_read(community, plans, now, ids)
-        if plans:
-            _score_and_write(community, plans, members, reads, now, outcomes)
+    stored = _stored(community.pk, [events[i].client_id for i in firsts])
+    pending = [i for i in firsts if events[i].client_id not in stored]
+    if pending:
+        with transaction.atomic():
+            plans = plan_events(community, events, hashes, pending, now, outcomes)
+            if plans:
+                _score_and_write(community, plans, now, outcomes)
     for i, event in enumerate(events):  # replays, conflicts and later copies of an id
         if outcomes[i] is not None:
             continue
@@ -109,13 +105,9 @@ def _ingest_once(
 
 
 def _score_and_write(
-    community: Community,
-    plans: list[Plan],
-    members: dict[str, MemberState],
-    reads: Reads,
-    now: dt.datetime,
-    outcomes: list[IngestOutcome | None],
+    community: Community, plans: list[Plan], now: dt.datetime, outcomes: list[IngestOutcome | None]
 ) -> None:
+    members, reads = lock_and_read(community, plans, now)
     scorer = Scorer(members, reads)
     accepted: list[tuple[str, dict[str, Any]]] = []
     for plan in plans:
@@ -160,6 +152,22 @@ def _statements(
         out.append(statements.periods_active(changed))
         out.append(statements.rank_snapshots_stale(community_id))
     return out
+
+
+def _stored(community_id: int, client_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Stored events by id: (body hash, answer rendered from the scoring record)."""
+    if not client_ids:
+        return {}
+    rows = statements.run([statements.stored_events(community_id, client_ids)])["stored"]
+    return {
+        client_id: (
+            body_hash,
+            ScoringRecord.from_json(scoring).render(
+                client_id=client_id, poster=poster, rule_version=rule_version
+            ),
+        )
+        for client_id, body_hash, scoring, rule_version, poster in rows
+    }
 
 
 def _against(client_id: str, body_hash: str, first_hash: str, first: Any) -> IngestOutcome:

@@ -12,21 +12,19 @@ from points.ingest.records import MemberState, Plan, TallyKey
 from points.ingest.scorer import DAY, MONTH, MONTH_DAYS, WEEK, Reads
 from points.ingest.validate import display_name_clean
 from points.models import Community
-from points.scoring import ScoringRecord, StreakState, Tally, quota_key, streak_key
+from points.scoring import StreakState, Tally, quota_key, streak_key
 from points.timeutils import month_start, week_start
 
 
 class RulesChanged(Exception):
-    """A rule set version was published since the community row was read, or one of our ids
-    was committed between two statements of the lock-and-read pipeline: start over."""
+    """A rule set version was published since the community row was read: start over."""
 
 
 def lock_and_read(
-    community: Community, plans: list[Plan], now: dt.datetime, client_ids: list[str]
-) -> tuple[dict[str, MemberState], Reads, dict[str, tuple[str, dict[str, Any]]]]:
-    """Look up the ids already stored, create unknown members, lock every member row the
-    batch touches (posters and the members paid) in ``external_id`` byte order, and read what
-    scoring needs: one round trip. Stored ids come back as (body hash, rendered answer).
+    community: Community, plans: list[Plan], now: dt.datetime
+) -> tuple[dict[str, MemberState], Reads]:
+    """Create unknown members, lock every member row the batch touches (posters and the
+    members paid) in ``external_id`` byte order, and read what scoring needs: one round trip.
 
     The reads name members by external id (joined to their rows), so they need nothing from
     the lock's answer and go in the same pipeline, after it: each runs once the lock is
@@ -45,31 +43,14 @@ def lock_and_read(
             names[poster] = clean
     ordered = sorted(first_seen)
     new = [(ext, names.get(ext, ""), first_seen[ext]) for ext in ordered]
-    planned_ids = [p.event.client_id for p in plans]
-    wanted = [statements.stored_events(community.pk, client_ids)]
-    if plans:
-        wanted += [
-            statements.members_insert(community.pk, now, new, planned_ids),
-            statements.members_lock(community.pk, ordered, planned_ids),
+    found = statements.run(
+        [
+            statements.members_insert(community.pk, now, new),
+            statements.members_lock(community.pk, ordered),
             *_reads(community.pk, plans),
         ]
-    found = statements.run(wanted)
-    stored = {
-        client_id: (
-            body_hash,
-            ScoringRecord.from_json(scoring).render(
-                client_id=client_id, poster=poster, rule_version=rule_version
-            ),
-        )
-        for client_id, body_hash, scoring, rule_version, poster in found["stored"]
-    }
-    rows = found.get("members", [])
-    if any(client_id in stored for client_id in planned_ids):
-        return {}, Reads(), stored  # nothing was created or locked: plan again without them
-    if len(rows) != len(ordered):
-        raise RulesChanged  # an id committed between the look-up and the lock: start over
-    if not plans:
-        return {}, Reads(), stored
+    )
+    rows = found["members"]
     revision = rows[0][9]
     if revision != community.rules_revision:
         # The API key cache keeps the community row a few seconds: score with the current
@@ -90,7 +71,7 @@ def lock_and_read(
             last_seen=last_seen.get(ext),
             display_name=names.get(ext, ""),
         )
-    return members, _reads_found(found), stored
+    return members, _reads_found(found)
 
 
 def _reads(community_id: int, plans: list[Plan]) -> list[statements.Statement]:

@@ -94,16 +94,8 @@ def prior_joins(community_id: int, joiners: list[str]) -> Statement:
 # --- lock and read ----------------------------------------------------------------------------
 
 
-# Creating and locking members is skipped when one of the planned ids is already stored: the
-# lock-and-read pipeline looks stored ids up in the same round trip, and an event that turns
-# out to be a replay (or a conflict) must not create its member nor wait for a lock.
-
-
 def members_insert(
-    community_id: int,
-    now: dt.datetime,
-    new: Sequence[tuple[str, str, dt.datetime]],
-    planned_ids: list[str],
+    community_id: int, now: dt.datetime, new: Sequence[tuple[str, str, dt.datetime]]
 ) -> Statement:
     """Create members not seen before: (external id, display name, first seen). DO NOTHING
     leaves existing rows untouched (no dead row version per event)."""
@@ -117,22 +109,14 @@ def members_insert(
                x.first_seen, %s
         FROM json_to_recordset(%s::json)
              AS x(external_id text, display_name text, first_seen timestamptz)
-        WHERE NOT EXISTS (SELECT 1 FROM points_event s  -- none of the planned ids is stored
-                          WHERE s.community_id = %s AND s.client_id = ANY(%s))
         ORDER BY x.external_id COLLATE "C"
         ON CONFLICT (community_id, external_id) DO NOTHING
         """,
-        [
-            community_id,
-            now,
-            _recordset(("external_id", "display_name", "first_seen"), new),
-            community_id,
-            planned_ids,
-        ],
+        [community_id, now, _recordset(("external_id", "display_name", "first_seen"), new)],
     )
 
 
-def members_lock(community_id: int, external_ids: list[str], planned_ids: list[str]) -> Statement:
+def members_lock(community_id: int, external_ids: list[str]) -> Statement:
     """Lock every member the batch touches in ``external_id`` byte order (as every service
     that locks several members does), with the community's rules revision."""
     return Statement(
@@ -143,12 +127,10 @@ def members_lock(community_id: int, external_ids: list[str], planned_ids: list[s
                (SELECT rules_revision FROM points_community WHERE id = %s) AS revision
         FROM points_member m
         WHERE m.community_id = %s AND m.external_id = ANY(%s)
-          AND NOT EXISTS (SELECT 1 FROM points_event s  -- none of the planned ids is stored
-                          WHERE s.community_id = %s AND s.client_id = ANY(%s))
         ORDER BY m.external_id COLLATE "C"
         FOR NO KEY UPDATE OF m
         """,
-        [community_id, community_id, external_ids, community_id, planned_ids],
+        [community_id, community_id, external_ids],
     )
 
 
