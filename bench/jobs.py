@@ -843,9 +843,6 @@ def _insert_members(db: Loader, plan: Plan, p: dict[str, Any]) -> None:
               FROM points_dailytally WHERE community_id = %(c)s AND event_type = '*'
               GROUP BY 1, 2) x
         JOIN points_member m ON m.id = x.member_id
-        UNION ALL
-        SELECT %(c)s, id, 'all_time', '2000-01-01', lifetime_points, status = 'active'
-        FROM points_member WHERE community_id = %(c)s AND lifetime_points > 0
         """,
         p,
     )

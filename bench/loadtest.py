@@ -685,23 +685,16 @@ INVARIANTS: list[tuple[str, str]] = [
            WHERE r.id IS NULL OR (a.kind = 'approved' AND r.status <> 'approved')""",
     ),
     (
-        "lifetime points = all-time period total, per member (decision 42)",
-        """SELECT m.id, m.external_id, m.lifetime_points, coalesce(p.points, 0) AS all_time
-           FROM points_member m
-           LEFT JOIN points_periodtotal p ON p.member_id = m.id AND p.kind = 'all_time'
-           WHERE m.lifetime_points <> coalesce(p.points, 0)""",
-    ),
-    (
-        "week totals and month totals each add up to the all-time total, per member",
-        """SELECT m.id, m.external_id, coalesce(a.points, 0) AS all_time, w.total AS weeks,
+        "week totals and month totals each add up to lifetime points, the all-time total, "
+        "per member (decisions 42, 48)",
+        """SELECT m.id, m.external_id, m.lifetime_points AS all_time, w.total AS weeks,
                   mo.total AS months
            FROM points_member m
-           LEFT JOIN points_periodtotal a ON a.member_id = m.id AND a.kind = 'all_time'
            LEFT JOIN LATERAL (SELECT coalesce(sum(points), 0) AS total FROM points_periodtotal
                               WHERE member_id = m.id AND kind = 'week') w ON true
            LEFT JOIN LATERAL (SELECT coalesce(sum(points), 0) AS total FROM points_periodtotal
                               WHERE member_id = m.id AND kind = 'month') mo ON true
-           WHERE w.total <> coalesce(a.points, 0) OR mo.total <> coalesce(a.points, 0)""",
+           WHERE w.total <> m.lifetime_points OR mo.total <> m.lifetime_points""",
     ),
 ]
 

@@ -59,8 +59,7 @@ BEGIN
   UPDATE points_member SET balance = balance + pts, lifetime_points = lifetime_points + pts
   WHERE id = mid;
   INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points, active)
-  VALUES (c, mid, 'all_time', '2000-01-01', pts, true),
-         (c, mid, 'month', date_trunc('month', d_day)::date, pts, true),
+  VALUES (c, mid, 'month', date_trunc('month', d_day)::date, pts, true),
          (c, mid, 'week', date_trunc('week', d_day)::date, pts, true)
   ON CONFLICT (member_id, kind, start) DO UPDATE SET points = p.points + EXCLUDED.points;
   RETURN res;

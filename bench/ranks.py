@@ -65,14 +65,7 @@ def generate(bench_url: str, members: int) -> dict[str, Any]:
             """,
             [community.pk, members],
         )
-        conn.execute(
-            """
-            INSERT INTO points_periodtotal (community_id, member_id, kind, start, points, active)
-            SELECT %s, m.id, 'all_time', %s, m.lifetime_points, true
-            FROM points_member m WHERE m.community_id = %s
-            """,
-            [community.pk, PeriodTotal.ALL_TIME_START, community.pk],
-        )
+        # The all-time total is the members' lifetime points (decision 48): no rows for it.
         # This month: three members in five were active, with at most their lifetime points.
         conn.execute(
             """

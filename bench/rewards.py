@@ -134,13 +134,12 @@ def generate_members(bench_url: str, community_id: int, members: int) -> dict[st
             INSERT INTO points_periodtotal (community_id, member_id, kind, start, points, active)
             SELECT m.community_id, m.id, x.kind, x.start, m.balance, true
             FROM points_member m
-            CROSS JOIN (VALUES ('all_time', %(all)s::date), ('month', %(month)s::date),
-                               ('week', %(week)s::date)) x(kind, start)
+            CROSS JOIN (VALUES ('month', %(month)s::date), ('week', %(week)s::date))
+                       AS x(kind, start)
             WHERE m.community_id = %(c)s
             """,
             {
                 "c": community_id,
-                "all": "2000-01-01",
                 "month": month_start(day),
                 "week": week_start(day),
             },

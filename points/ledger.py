@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from points.exceptions import InsufficientPoints
-from points.models import EntryKind, LedgerEntry, Member, MemberStatus, PeriodKind, PeriodTotal
+from points.models import EntryKind, LedgerEntry, Member, MemberStatus, PeriodKind
 from points.scoring import EARNED_KINDS, SETTLEMENT_REASON, credit, debit
 from points.timeutils import month_start, week_start
 
@@ -130,14 +130,10 @@ def _entry(
 
 
 def period_totals_add(*, member: Member, points: int, day: dt.date) -> None:
-    """Add ``points`` to the member's all-time, month and week totals of ``day``. Totals are
-    exact sums, never floored (decision 42): the all-time total is the member's lifetime
-    points, and a penalty can take a week below zero."""
-    periods = (
-        (PeriodKind.ALL_TIME.value, PeriodTotal.ALL_TIME_START),
-        (PeriodKind.MONTH.value, month_start(day)),
-        (PeriodKind.WEEK.value, week_start(day)),
-    )
+    """Add ``points`` to the member's month and week totals of ``day`` (the all-time total is
+    the member's lifetime points, decision 48). Totals are exact sums, never floored
+    (decision 42): a penalty can take a week below zero."""
+    periods = ((PeriodKind.MONTH.value, month_start(day)), (PeriodKind.WEEK.value, week_start(day)))
     with connection.cursor() as cursor:
         cursor.execute(
             """

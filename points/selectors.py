@@ -219,7 +219,8 @@ def member_rank_lookup(
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT pt.points, s.rank, s.position, s.points, b.built_at, b.ranked,
+            SELECT CASE WHEN %s = 'all_time' THEN m.lifetime_points ELSE pt.points END,
+                   s.rank, s.position, s.points, b.built_at, b.ranked,
                    (SELECT json_agg(json_build_array(s2.rank, s2.position, m2.external_id,
                                                      m2.display_name, s2.points)
                                     ORDER BY s2.position)
@@ -237,6 +238,7 @@ def member_rank_lookup(
             WHERE m.community_id = %s AND m.external_id = %s
             """,
             [
+                kind,
                 community.pk,
                 kind,
                 start,

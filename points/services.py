@@ -26,6 +26,7 @@ from points.models import (
     Community,
     CommunityApiKey,
     Member,
+    PeriodKind,
     RuleSet,
     Scope,
 )
@@ -299,19 +300,35 @@ def rank_snapshot_build(
             "DELETE FROM points_ranksnapshot WHERE community_id = %s AND kind = %s AND start = %s",
             [community.pk, kind, start],
         )
-        cursor.execute(
-            """
-            INSERT INTO points_ranksnapshot (community_id, kind, start, member_id, rank, position,
-                                             points)
-            SELECT community_id, kind, start, member_id,
-                   rank() OVER (ORDER BY points DESC),
-                   row_number() OVER (ORDER BY points DESC, member_id),
-                   points
-            FROM points_periodtotal
-            WHERE community_id = %s AND kind = %s AND start = %s AND active AND points > 0
-            """,
-            [community.pk, kind, start],
-        )
+        # All time ranks lifetime points (the member row); a month or a week its stored totals.
+        if kind == PeriodKind.ALL_TIME:
+            cursor.execute(
+                """
+                INSERT INTO points_ranksnapshot (community_id, kind, start, member_id, rank,
+                                                 position, points)
+                SELECT community_id, %s, %s, id,
+                       rank() OVER (ORDER BY lifetime_points DESC),
+                       row_number() OVER (ORDER BY lifetime_points DESC, id),
+                       lifetime_points
+                FROM points_member
+                WHERE community_id = %s AND status = 'active' AND lifetime_points > 0
+                """,
+                [kind, start, community.pk],
+            )
+        else:
+            cursor.execute(
+                """
+                INSERT INTO points_ranksnapshot (community_id, kind, start, member_id, rank,
+                                                 position, points)
+                SELECT community_id, kind, start, member_id,
+                       rank() OVER (ORDER BY points DESC),
+                       row_number() OVER (ORDER BY points DESC, member_id),
+                       points
+                FROM points_periodtotal
+                WHERE community_id = %s AND kind = %s AND start = %s AND active AND points > 0
+                """,
+                [community.pk, kind, start],
+            )
         ranked = cursor.rowcount
         RankBuild.objects.update_or_create(
             community=community,

@@ -36,9 +36,14 @@ def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
     """The leaderboard periods a local day counts in."""
     return (
         (PeriodKind.ALL_TIME.value, PeriodTotal.ALL_TIME_START),
-        (PeriodKind.MONTH.value, month_start(day)),
-        (PeriodKind.WEEK.value, week_start(day)),
+        *totalled_periods_of(day),
     )
+
+
+def totalled_periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
+    """The periods whose totals are stored rows (``PeriodTotal``): the month and the week.
+    The all-time total is the member's lifetime points, on the member row (decision 48)."""
+    return ((PeriodKind.MONTH.value, month_start(day)), (PeriodKind.WEEK.value, week_start(day)))
 
 
 @dataclass
@@ -208,7 +213,7 @@ class Scorer:
         posting = credit(balance=member.balance, owed=member.owed, points=award.points)
         member.balance, member.owed = posting.balance, posting.owed
         member.lifetime += award.points
-        for kind, start in periods_of(plan.day):
+        for kind, start in totalled_periods_of(plan.day):
             self.writes.periods[(member.id, kind, start)] += award.points
         for move in posting.movements:
             settles = move.kind == "settlement"

@@ -20,12 +20,21 @@ from incentives.koc import (
 from incentives.models import KocCandidate, KocStatus
 from incentives.roles import member_role_set
 from points.models import AuditLog, Community
+from points.timeutils import community_zone
 from tests.incentives.conftest import Post, member
 
 pytestmark = pytest.mark.django_db
 
 RING = [f"ring{i}" for i in range(5)]
 FANS = [f"fan{i:02d}" for i in range(40)]
+
+
+def _next_local_day(community: Community, now: dt.datetime) -> str:
+    """The job period after today's, as the community counts days: from 16:00 UTC on, the
+    UTC date is already Shanghai's today, and a period named by it was today's, fenced."""
+    return (
+        now.astimezone(community_zone(community.timezone)).date() + dt.timedelta(days=1)
+    ).isoformat()
 
 
 def _reaction(reactor: str, author: str, content: str, at: dt.datetime) -> dict[str, object]:
@@ -97,7 +106,7 @@ def test_confirm_marks_the_member_and_a_later_run_keeps_the_decision(
     koc_confirm(community=community, member=member("star"), actor="user:op", note="great posts")
     assert AuditLog.objects.filter(action="koc.confirmed", target="star").exists()
 
-    koc_detect(community=community, period=(now + dt.timedelta(days=1)).date().isoformat(), now=now)
+    koc_detect(community=community, period=_next_local_day(community, now), now=now)
     row = KocCandidate.objects.get(member=member("star"))
     assert row.status == KocStatus.CONFIRMED
     assert row.decided_by == "user:op"
@@ -109,7 +118,7 @@ def test_dismissed_candidate_stays_dismissed_and_others_cannot_be_decided(
     _ring_and_star(post, now)
     koc_detect(community=community, now=now)
     koc_dismiss(community=community, member=member("star"), actor="user:op")
-    koc_detect(community=community, period=(now + dt.timedelta(days=1)).date().isoformat(), now=now)
+    koc_detect(community=community, period=_next_local_day(community, now), now=now)
     assert KocCandidate.objects.get(member=member("star")).status == KocStatus.DISMISSED
     with pytest.raises(NotACandidate):
         koc_confirm(community=community, member=member("ring0"), actor="user:op")

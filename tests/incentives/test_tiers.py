@@ -14,6 +14,7 @@ from incentives.config import DEFAULT_TIERS
 from incentives.models import MemberTier, TierChange
 from incentives.tiers import member_tier_standing, tier_ladder_set, tier_set_lock, tiers_evaluate
 from points.models import Community, JobRun
+from points.timeutils import community_zone
 from tests.incentives.conftest import Post, member
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +39,14 @@ LADDER: dict[str, Any] = {
         },
     ],
 }
+
+
+def _next_local_day(community: Community, now: dt.datetime) -> str:
+    """The job period after today's, as the community counts days: from 16:00 UTC on, the
+    UTC date is already Shanghai's today, and a period named by it was today's, fenced."""
+    return (
+        now.astimezone(community_zone(community.timezone)).date() + dt.timedelta(days=1)
+    ).isoformat()
 
 
 @pytest.fixture
@@ -106,9 +115,7 @@ def test_demotion_waits_for_the_minimum_stay_then_goes_one_tier_down(
     assert _level("dave") == 2  # 10 days in the tier: protected
 
     _set_level(community, "dave", 2, now - dt.timedelta(days=31))
-    tiers_evaluate(
-        community=community, period=(now + dt.timedelta(days=1)).date().isoformat(), now=now
-    )
+    tiers_evaluate(community=community, period=_next_local_day(community, now), now=now)
     assert _level("dave") == 1  # one tier per run, not straight to newcomer
     change = TierChange.objects.filter(member=member("dave")).latest("id")
     assert change.kind == "demotion"
@@ -148,9 +155,7 @@ def test_locked_tier_never_moves(
     tiers_evaluate(community=community, now=now)
     assert _level("frank") == 0
     tier_set_lock(community=community, member=member("frank"), locked=False, actor="user:op")
-    tiers_evaluate(
-        community=community, period=(now + dt.timedelta(days=1)).date().isoformat(), now=now
-    )
+    tiers_evaluate(community=community, period=_next_local_day(community, now), now=now)
     assert _level("frank") == 2
     assert [c.kind for c in TierChange.objects.filter(member=member("frank")).order_by("id")] == [
         "lock",

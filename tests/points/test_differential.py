@@ -279,10 +279,13 @@ def _service_entries(community: Community) -> dict[tuple[str, str, str], int]:
 
 
 def _service_members(community: Community) -> dict[str, tuple[int, int, int, int]]:
+    # The all-time total is lifetime points (decision 48); what must agree with it is the sum
+    # of the member's month totals (each movement counts in exactly one month, decision 42).
     all_time = dict(
-        PeriodTotal.objects.filter(community=community, kind=PeriodKind.ALL_TIME).values_list(
-            "member__external_id", "points"
-        )
+        PeriodTotal.objects.filter(community=community, kind=PeriodKind.MONTH)
+        .values("member__external_id")
+        .annotate(total=Sum("points"))
+        .values_list("member__external_id", "total")
     )
     return {
         m.external_id: (m.balance, m.owed, m.lifetime_points, all_time.get(m.external_id, 0))

@@ -139,7 +139,9 @@ def test_leaving_takes_the_member_off_every_period_board(community: Community) -
     events_ingest(community=community, events=[EventInput("bye", "leave", "ann")])
 
     rows = PeriodTotal.objects.filter(member__external_id="ann").values_list("kind", "active")
-    assert sorted(rows) == [("all_time", False), ("month", False), ("week", False)]
+    assert sorted(rows) == [("month", False), ("week", False)]  # all time: the member's status
+    _build(community)
+    assert _board(community) == []
 
 
 # --- periods in the community's time zone -------------------------------------------------------
