@@ -208,8 +208,8 @@ def test_member_reads_fall_back_to_the_primary_when_the_replica_lags(
     before = _rank_points(site, "bob")
     with replay_paused():
         raise_bob = (
-            "UPDATE points_periodtotal SET points = points + 500"
-            " WHERE member_id = %s AND kind = 'all_time'"
+            # the all-time total is lifetime points (decision 48)
+            "UPDATE points_member SET lifetime_points = lifetime_points + 500 WHERE id = %s"
         )
         with connections["default"].cursor() as cursor:
             cursor.execute(raise_bob, [bob.pk])  # the primary moves on, the standby does not
