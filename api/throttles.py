@@ -59,10 +59,6 @@ def lease_size(allowed: int) -> int:
     return max(1, min(LEASE_MAX, int(allowed * LEASE_FRACTION)))
 
 
-def _redis(url: str) -> Any:
-    return redis_client(url)
-
-
 def counter_hit(
     ident: str, period: int, now: float | None = None, hits: int = 1
 ) -> tuple[int, int]:
@@ -74,7 +70,7 @@ def counter_hit(
     url = getattr(settings, "REDIS_URL", "")
     if url:
         key = f"ratelimit:{ident}:{window}"
-        pipe = _redis(url).pipeline(transaction=True)
+        pipe = redis_client(url).pipeline(transaction=True)
         pipe.incrby(key, hits)
         pipe.expire(key, period + 1)
         count, _ = pipe.execute()

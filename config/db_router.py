@@ -173,10 +173,6 @@ def _mark_key(community_id: int, external_id: str) -> str:
     return f"replica:wrote:{community_id}:{external_id}"
 
 
-def _redis(url: str) -> Any:
-    return redis_client(url)
-
-
 def member_wrote(community_id: int, events: Iterable[Any], outcomes: Iterable[Any] = ()) -> None:
     """After ingestion: mark the members it touched (each event's member and target, each
     member an award credited) as having written, for ``REPLICA_MEMBER_WRITE_SECONDS``; their
@@ -199,7 +195,7 @@ def member_wrote(community_id: int, events: Iterable[Any], outcomes: Iterable[An
     try:
         url = getattr(settings, "REDIS_URL", "")
         if url:
-            pipe = _redis(url).pipeline(transaction=False)
+            pipe = redis_client(url).pipeline(transaction=False)
             for key in keys:
                 pipe.set(key, 1, px=int(seconds * 1000))
             pipe.execute()
@@ -217,7 +213,7 @@ def member_wrote_recently(community_id: int, external_id: str) -> bool:
     try:
         url = getattr(settings, "REDIS_URL", "")
         if url:
-            return bool(_redis(url).exists(key))
+            return bool(redis_client(url).exists(key))
         from django.core.cache import cache
 
         return cache.get(key) is not None

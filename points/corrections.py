@@ -38,7 +38,7 @@ from points.models import (
     Member,
 )
 from points.rules import Rules
-from points.scoring import DayEvent, ExpectedBonus, Tally, bonuses_expected
+from points.scoring import DayEvent, Tally, bonuses_expected
 from points.selectors import rule_versions
 from points.timeutils import month_start, week_start
 
@@ -284,7 +284,8 @@ def bonuses_rederive(
     member = Member.objects.select_for_update(no_key=True).get(pk=member_id)
     versions = {v.version: v.rules for v in rule_versions(community)}
     types = sorted(_bonus_types(community))
-    firsts: dict[tuple[str, dt.date], int] = {}  # (type, day) -> the day's first counted event
+    # (type, day) -> the day's first counted event and its rule version
+    firsts: dict[tuple[str, dt.date], tuple[int, int]] = {}
     first_days: dict[str, list[tuple[dt.date, Rules]]] = defaultdict(list)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -298,7 +299,7 @@ def bonuses_rederive(
             [community.pk, member.pk, types],
         )
         for event_type, day, event_id, version in cursor.fetchall():
-            firsts[(event_type, day)] = event_id
+            firsts[(event_type, day)] = (event_id, version)
             first_days[event_type].append((day, versions[version]))
     expected, streak = bonuses_expected(member.pk, first_days)
     if (member.streak_days, member.streak_last_day) != (streak.days, streak.last_day):
@@ -343,9 +344,7 @@ def bonuses_rederive(
     for key, bonus in sorted(expected.items()):
         if key in held:
             continue
-        event_type = _bonus_type(versions, first_days, bonus)
-        event_id = firsts[(event_type, bonus.day)]
-        event = Event.objects.only("rule_version").get(pk=event_id)
+        event_id, version = firsts[(bonus.event_type, bonus.day)]
         rule = BONUS_RULES[bonus.kind]
         ledger_post(
             member=member,
@@ -355,7 +354,7 @@ def bonuses_rederive(
             period_day=bonus.day,
             event_id=event_id,
             rule=rule,
-            rule_version=event.rule_version,
+            rule_version=version,
             reason="bonus earned after a correction",
         )
         AwardOnce.objects.create(
@@ -380,17 +379,3 @@ def _bonus_types(community: Community) -> set[str]:
     return {r.streak.type for r in versions if r.streak} | {
         r.monthly_quota.type for r in versions if r.monthly_quota
     }
-
-
-def _bonus_type(
-    versions: dict[int, Rules],
-    first_days: dict[str, list[tuple[dt.date, Rules]]],
-    bonus: ExpectedBonus,
-) -> str:
-    """The event type whose day earns an expected bonus (the type its day's rules name)."""
-    for event_type, days in first_days.items():
-        for day, rules in days:
-            config = rules.streak if bonus.kind == "streak" else rules.monthly_quota
-            if day == bonus.day and config is not None and config.type == event_type:
-                return event_type
-    raise RuntimeError(f"no day earns the expected bonus {bonus}")

@@ -355,7 +355,8 @@ def bonuses_on_first(
 @dataclass(frozen=True)
 class ExpectedBonus:
     kind: str
-    day: dt.date  # the day whose first counted event earns it
+    event_type: str  # the type whose first counted event of ``day`` earns it
+    day: dt.date
     bonus: int
     achievement: str = ""
 
@@ -383,12 +384,12 @@ def bonuses_expected(
                     latest = (day, event_type)
                 if streak.bonus and runs[day] % streak.every == 0:
                     expected[streak_key(member_id, day)] = ExpectedBonus(
-                        "streak", day, streak.bonus
+                        "streak", event_type, day, streak.bonus
                     )
             if quota is not None and quota.type == event_type and quota.bonus:
                 if per_month[month] == quota.days:
                     expected[quota_key(member_id, day)] = ExpectedBonus(
-                        "quota", day, quota.bonus, quota.achievement
+                        "quota", event_type, day, quota.bonus, quota.achievement
                     )
     if latest is None:
         return expected, StreakState()

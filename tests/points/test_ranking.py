@@ -379,8 +379,9 @@ def test_points_committed_queue_a_refresh_so_the_board_follows_within_seconds(
     assert not services.rank_refresh_soon(community.pk)
 
 
+@pytest.mark.django_db(transaction=True)
 def test_one_process_of_the_fleet_queues_each_refresh(
-    community: Community, monkeypatch: pytest.MonkeyPatch, settings: Any
+    community: Community, eager_celery: None, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     """Every process debounces its own refreshes; across processes a Redis claim keeps the
     fleet to one queued refresh per community per delay (``make loadtest`` found the queue
@@ -393,15 +394,11 @@ def test_one_process_of_the_fleet_queues_each_refresh(
     except redis.RedisError:
         pytest.skip("no Redis at 127.0.0.1:6379")
     settings.REDIS_URL = url
-    queued: list[int] = []
-    monkeypatch.setattr(
-        "points.tasks.rank_snapshots_refresh_community.apply_async",
-        lambda args, countdown: queued.append(args[0]),
-    )
+    queued = []
     for _process in range(3):  # three processes: each has its own debounce state
         monkeypatch.setattr(services, "_refresh_due", {})
-        services.rank_refresh_soon(community.pk)
-    assert queued == [community.pk]
+        queued.append(services.rank_refresh_soon(community.pk))  # eager: queued runs now
+    assert queued == [True, False, False]
     settings.REDIS_URL = ""  # without Redis, each process queues its own
     monkeypatch.setattr(services, "_refresh_due", {})
     assert services.rank_refresh_soon(community.pk)
