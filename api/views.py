@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -30,9 +29,8 @@ from api.serializers import (
 from config.db_router import member_wrote
 from config.observability import record_ingest
 from incentives.standing import member_standing, rank_snapshots_queue
-from points.ingest import occurred_at_window
 from points.ingest.group import group_commit
-from points.models import Community, LedgerEntry, Scope
+from points.models import LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import (
     EventInput,
@@ -81,10 +79,6 @@ CHECK_IN_RESULT = {
         }
     ],
 }
-
-
-def _item_context(community: Community) -> dict[str, Any]:
-    return {"occurred_window": occurred_at_window(community, timezone.now())}
 
 
 def _outcome_response(outcome: IngestOutcome) -> Response:
@@ -186,7 +180,7 @@ class EventCreateView(APIView):
     )
     def post(self, request: Request, community: str) -> Response:
         found = _community(request)
-        serializer = EventInputSerializer(data=request.data, context=_item_context(found))
+        serializer = EventInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         event = serializer.to_event()
         outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
@@ -289,7 +283,7 @@ class EventBatchView(APIView):
         valid_events: list[EventInput] = []
         # One validator for every item: a serializer's fields are built (deep-copied) once,
         # not once per item, which was half the cost of a batch.
-        validator = EventInputSerializer(context=_item_context(found))
+        validator = EventInputSerializer()
         for position, item in enumerate(items):
             if isinstance(item, RefusedItem):  # a value no item may hold (api.parsers)
                 results[position] = _batch_error(
