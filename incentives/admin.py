@@ -111,7 +111,7 @@ class MemberRoleAdmin(admin.ModelAdmin):
             role=form.cleaned_data["role"],
             actor=_actor(request),
         )
-        saved = MemberRole.objects.get(member=member)
+        saved = MemberRole.objects.get(community_id=member.community_id, member=member)
         obj.pk, obj.community_id, obj.set_by, obj.set_at = (
             saved.pk,
             saved.community_id,

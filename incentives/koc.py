@@ -248,7 +248,8 @@ def _detect(
                 LEFT JOIN featured f ON f.member_id = r.member_id
             ) f
             JOIN points_member m ON m.id = f.member_id AND m.status = 'active'
-            LEFT JOIN incentives_memberrole mr ON mr.member_id = f.member_id
+            LEFT JOIN incentives_memberrole mr
+                   ON mr.community_id = %(c)s AND mr.member_id = f.member_id
             WHERE mr.member_id IS NULL
             """,
             params,
@@ -269,7 +270,8 @@ def _detect(
             """
             SELECT count(*) FROM points_member m
             WHERE m.community_id = %(c)s AND m.status = 'active' AND m.last_event_at >= %(start)s
-              AND NOT EXISTS (SELECT 1 FROM incentives_memberrole r WHERE r.member_id = m.id)
+              AND NOT EXISTS (SELECT 1 FROM incentives_memberrole r
+                              WHERE r.community_id = %(c)s AND r.member_id = m.id)
             """,
             params,
         )
@@ -353,7 +355,7 @@ def _store(
             FROM json_to_recordset(%s::json) AS x(
                 member_id bigint, score float8, robust_z float8, trust_rank float8, h_index int,
                 distinct_reactors int, reciprocal_reactors int, distinct_days int, featured int)
-            ON CONFLICT (member_id) DO UPDATE SET
+            ON CONFLICT (community_id, member_id) DO UPDATE SET
                 window_end = EXCLUDED.window_end, window_days = EXCLUDED.window_days,
                 score = EXCLUDED.score, robust_z = EXCLUDED.robust_z,
                 trust_rank = EXCLUDED.trust_rank, h_index = EXCLUDED.h_index,
@@ -406,7 +408,11 @@ def _decide(
     *, community: Community, member: Member, status: str, actor: str, note: str
 ) -> KocCandidate:
     with transaction.atomic():
-        row = KocCandidate.objects.select_for_update().filter(member=member).first()
+        row = (
+            KocCandidate.objects.select_for_update()
+            .filter(community=community, member=member)
+            .first()
+        )
         if row is None:
             raise NotACandidate(
                 f"'{member.external_id}' is not a KOC candidate; the KOC job lists candidates."
@@ -472,4 +478,6 @@ def koc_candidates(community: Community, status: str | None = None) -> Any:
 
 
 def koc_is_confirmed(member: Member) -> bool:
-    return KocCandidate.objects.filter(member=member, status=KocStatus.CONFIRMED).exists()
+    return KocCandidate.objects.filter(
+        community_id=member.community_id, member=member, status=KocStatus.CONFIRMED
+    ).exists()

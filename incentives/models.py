@@ -1,8 +1,10 @@
 """What the incentive jobs compute from the ledger: roles, tiers, KOC candidates, honor rolls.
 
 Every table is keyed by community first (like ``points``), so that it can be partitioned or
-distributed by community. Invariants are database constraints; history tables (tier changes,
-honor rolls and their honors) are append-only by trigger (migration ``0002``).
+distributed by community: every unique key leads with ``community`` (docs/scaling.md, "Keyed
+by community"; ``tests/test_community_keys.py`` checks it). Invariants are database
+constraints; history tables (tier changes, honor rolls and their honors) are append-only by
+trigger (migration ``0002``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class MemberRole(models.Model):
     """A member's role other than ``member`` (no row: an ordinary member)."""
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
-    member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="role_row")
+    # One row per member: the unique (community, member) below (it leads with the community,
+    # so that the table can be distributed by community; it is also the member's index).
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+", db_index=False)
     role = models.CharField(max_length=16, choices=Role.choices)
     set_by = models.CharField(max_length=150)
     set_at = models.DateTimeField()
@@ -35,6 +39,9 @@ class MemberRole(models.Model):
     class Meta:
         indexes = [models.Index(fields=["community", "role"])]
         constraints = [
+            models.UniqueConstraint(
+                fields=["community", "member"], name="memberrole_unique_member"
+            ),
             models.CheckConstraint(condition=~Q(role="member"), name="memberrole_not_plain"),
         ]
 
@@ -71,7 +78,8 @@ class MemberTier(models.Model):
     """
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
-    member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="tier_row")
+    # One row per member: the unique (community, member) below.
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+", db_index=False)
     level = models.PositiveSmallIntegerField()
     code = models.CharField(max_length=32)
     since = models.DateTimeField()
@@ -80,6 +88,11 @@ class MemberTier(models.Model):
     updated_at = models.DateTimeField()
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "member"], name="membertier_unique_member"
+            ),
+        ]
         indexes = [models.Index(fields=["community", "level"])]
 
     def __str__(self) -> str:
@@ -117,7 +130,9 @@ class TierChange(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["member", "run"], name="tierchange_once_per_run", condition=~Q(run="")
+                fields=["community", "member", "run"],
+                name="tierchange_once_per_run",
+                condition=~Q(run=""),
             ),
         ]
         indexes = [
@@ -143,7 +158,8 @@ class KocCandidate(models.Model):
     """
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
-    member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="koc_row")
+    # One row per member: the unique (community, member) below.
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+", db_index=False)
     status = models.CharField(max_length=16, choices=KocStatus.choices, default=KocStatus.CANDIDATE)
     window_end = models.DateField()
     window_days = models.PositiveSmallIntegerField()
@@ -161,6 +177,11 @@ class KocCandidate(models.Model):
     note = models.CharField(max_length=500, blank=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "member"], name="koccandidate_unique_member"
+            ),
+        ]
         indexes = [models.Index(fields=["community", "status", "-score"])]
 
     def __str__(self) -> str:
@@ -198,7 +219,8 @@ class Honor(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["roll", "category", "member"], name="honor_unique_member_category"
+                fields=["community", "roll", "category", "member"],
+                name="honor_unique_member_category",
             ),
         ]
         indexes = [models.Index(fields=["community", "member"])]
@@ -297,7 +319,7 @@ class AssessmentMember(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["assessment", "member"], name="assessmentmember_unique"
+                fields=["community", "assessment", "member"], name="assessmentmember_unique"
             ),
             models.CheckConstraint(
                 condition=models.Q(owner_score__isnull=True)

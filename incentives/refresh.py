@@ -227,9 +227,11 @@ def _run(
                             THEN LEAST(%(first_day)s, (p.flagged_at AT TIME ZONE %(tz)s)::date)
                             ELSE %(first_day)s END AS first_day
                 FROM points_member m
-                LEFT JOIN incentives_memberrole r ON r.member_id = m.id
+                LEFT JOIN incentives_memberrole r
+                       ON r.community_id = %(c)s AND r.member_id = m.id
                 LEFT JOIN incentives_koccandidate k
-                       ON k.member_id = m.id AND k.status = 'confirmed'
+                       ON k.community_id = %(c)s AND k.member_id = m.id
+                      AND k.status = 'confirmed'
                 LEFT JOIN incentives_refreshcandidate p
                        ON p.community_id = %(c)s AND p.member_id = m.id
                       AND p.period = %(previous)s

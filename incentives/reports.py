@@ -337,7 +337,8 @@ def content_mix(
                         WHEN r.role = ANY(%s) THEN 'official'
                         ELSE 'ugc' END AS class
             FROM points_event e
-            LEFT JOIN incentives_memberrole r ON r.member_id = e.member_id
+            LEFT JOIN incentives_memberrole r
+                   ON r.community_id = e.community_id AND r.member_id = e.member_id
             WHERE e.community_id = %s AND e.type = ANY(%s) AND e.occurred_at >= %s
               AND e.occurred_at <= %s AND e.reversed_at IS NULL
         )

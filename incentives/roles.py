@@ -21,13 +21,15 @@ def member_role_set(*, community: Community, member: Member, role: str, actor: s
     now = timezone.now()
     with transaction.atomic():
         Member.objects.select_for_update(no_key=True).filter(pk=member.pk).first()
-        previous = MemberRole.objects.filter(member=member).values_list("role", flat=True).first()
+        rows = MemberRole.objects.filter(community=community, member=member)
+        previous = rows.values_list("role", flat=True).first()
         if role == Role.MEMBER:
-            MemberRole.objects.filter(member=member).delete()
+            rows.delete()
         else:
             MemberRole.objects.update_or_create(
+                community=community,
                 member=member,
-                defaults={"community": community, "role": role, "set_by": actor, "set_at": now},
+                defaults={"role": role, "set_by": actor, "set_at": now},
             )
         if (previous or Role.MEMBER) != role:
             audit_record(
@@ -42,6 +44,5 @@ def member_role_set(*, community: Community, member: Member, role: str, actor: s
 
 
 def member_role(member: Member) -> str:
-    return MemberRole.objects.filter(member=member).values_list("role", flat=True).first() or (
-        Role.MEMBER
-    )
+    rows = MemberRole.objects.filter(community_id=member.community_id, member=member)
+    return rows.values_list("role", flat=True).first() or Role.MEMBER

@@ -165,8 +165,9 @@ def _evaluate(
             FROM evaluated e
             JOIN points_member m ON m.id = e.member_id AND m.status = 'active'
             LEFT JOIN figures f ON f.member_id = m.id
-            LEFT JOIN incentives_membertier mt ON mt.member_id = m.id
-            LEFT JOIN incentives_koccandidate k ON k.member_id = m.id
+            LEFT JOIN incentives_membertier mt
+                   ON mt.community_id = %(c)s AND mt.member_id = m.id
+            LEFT JOIN incentives_koccandidate k ON k.community_id = %(c)s AND k.member_id = m.id
             """,
             params,
         )
@@ -190,7 +191,7 @@ def _evaluate(
                 SELECT %(c)s, member_id, to_level, (%(codes)s::text[])[to_level + 1], %(now)s,
                        false, '', %(now)s
                 FROM tier_decision
-                ON CONFLICT (member_id) DO UPDATE
+                ON CONFLICT (community_id, member_id) DO UPDATE
                     SET level = EXCLUDED.level, code = EXCLUDED.code, since = EXCLUDED.since,
                         updated_at = EXCLUDED.updated_at
                     WHERE NOT mt.locked
@@ -272,7 +273,11 @@ def tier_set_lock(
     now = timezone.now()
     with transaction.atomic():
         Member.objects.select_for_update(no_key=True).filter(pk=member.pk).first()
-        row = MemberTier.objects.select_for_update().filter(member=member).first()
+        row = (
+            MemberTier.objects.select_for_update()
+            .filter(community=community, member=member)
+            .first()
+        )
         from_level = row.level if row else 0
         to_level = codes.index(tier) if tier is not None else from_level
         if row is None:
@@ -405,9 +410,11 @@ def member_tier_standing(member: Member, now: dt.datetime | None = None) -> Tier
     from incentives.models import KocCandidate, KocStatus
 
     ladder = community_ladder(member.community_id)
-    row = MemberTier.objects.filter(member=member).first()
+    row = MemberTier.objects.filter(community_id=member.community_id, member=member).first()
     tier = ladder.by_level(row.level if row else 0)
-    koc = KocCandidate.objects.filter(member=member, status=KocStatus.CONFIRMED).exists()
+    koc = KocCandidate.objects.filter(
+        community_id=member.community_id, member=member, status=KocStatus.CONFIRMED
+    ).exists()
     following = ladder.tiers[tier.level + 1] if tier.level + 1 < len(ladder.tiers) else None
     criteria: list[Criterion] = []
     progress = 100.0

@@ -839,7 +839,9 @@ class PayoutAdmin(ReadOnlyAdmin):
 
 def _paid(field_name: str) -> Subquery:
     totals = (
-        Payout.objects.filter(allocation__campaign=OuterRef("pk"))
+        Payout.objects.filter(
+            community_id=OuterRef("community_id"), allocation__campaign=OuterRef("pk")
+        )
         .order_by()
         .values("allocation__campaign")
         .annotate(n=Count("id"), s=Sum("amount_fen"))
@@ -848,10 +850,23 @@ def _paid(field_name: str) -> Subquery:
     return Subquery(totals, output_field=IntegerField())
 
 
+def _with_payout(rows: QuerySet[Allocation]) -> QuerySet[Allocation]:
+    """The packets with their payout's id and status (one probe of the payout's unique
+    (community, allocation) key per packet, whatever the packets' communities)."""
+    payout = Payout.objects.filter(community_id=OuterRef("community_id"), allocation=OuterRef("pk"))
+    return rows.annotate(
+        payout_pk=Subquery(payout.values("pk")[:1]),
+        payout_status=Subquery(payout.values("status")[:1]),
+    )
+
+
 def _payout_shown(row: Allocation) -> str:
     """The packet's payout (none until approval, or when its member was skipped)."""
-    payout: Payout | None = getattr(row, "payout", None)  # a missing reverse row: None
-    return f"{payout.pk}: {payout.status}" if payout is not None else "-"
+    if not hasattr(row, "payout_pk"):  # not from ``_with_payout``
+        payout = row.payout
+        return f"{payout.pk}: {payout.status}" if payout is not None else "-"
+    pk, status = getattr(row, "payout_pk", None), getattr(row, "payout_status", None)
+    return f"{pk}: {status}" if pk is not None else "-"
 
 
 @admin.register(Campaign)
@@ -938,11 +953,9 @@ class CampaignAdmin(ReadOnlyAdmin):
     @admin.display(description="allocation")
     def allocation(self, obj: Campaign) -> SafeString:
         total = Allocation.objects.filter(campaign=obj).count()
-        rows = (
-            Allocation.objects.filter(campaign=obj)
-            .select_related("member", "payout")
-            .order_by("index")[:ALLOCATIONS_SHOWN]
-        )
+        rows = _with_payout(
+            Allocation.objects.filter(campaign=obj).select_related("member").order_by("index")
+        )[:ALLOCATIONS_SHOWN]
         lines = (
             (
                 row.index,
@@ -1002,7 +1015,7 @@ class AllocationAdmin(ReadOnlyAdmin):
     list_display = ["campaign", "index", "member", "amount", "payout_status"]
     list_filter = ["community"]
     search_fields = ["campaign__client_id", "member__external_id"]
-    list_select_related = ["campaign", "member", "payout"]
+    list_select_related = ["campaign", "member"]
     ordering = ["campaign", "index"]
     show_full_result_count = False
     readonly_fields = ("community", "campaign", "index", "member", "amount", "payout_status")
@@ -1011,6 +1024,9 @@ class AllocationAdmin(ReadOnlyAdmin):
     @admin.display(description="amount", ordering="amount_fen")
     def amount(self, obj: Allocation) -> str:
         return _yuan(obj.amount_fen)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Allocation]:
+        return _with_payout(super().get_queryset(request))
 
     @admin.display(description="payout")
     def payout_status(self, obj: Allocation) -> str:

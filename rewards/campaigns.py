@@ -80,6 +80,7 @@ from rewards.models import (
     PayoutStatus,
     RewardSettings,
     SplitMethod,
+    payouts_of,
 )
 from rewards.payouts import payout_body
 from rewards.redemptions import _lock_community, budget_check
@@ -146,9 +147,9 @@ def campaign_get(community: Community, client_id: str) -> Campaign:
 
 def campaign_payout_totals(campaign: Campaign) -> tuple[int, int]:
     """Packets paid out (payouts requested, in any state) and their fen."""
-    found = Payout.objects.filter(allocation__campaign=campaign).aggregate(
-        n=Count("id"), s=Sum("amount_fen")
-    )
+    found = Payout.objects.filter(
+        community_id=campaign.community_id, allocation__campaign=campaign
+    ).aggregate(n=Count("id"), s=Sum("amount_fen"))
     return int(found["n"] or 0), int(found["s"] or 0)
 
 
@@ -184,13 +185,16 @@ def allocations_page(campaign: Campaign, *, after_index: int, limit: int) -> lis
     """Up to ``limit`` packets of the campaign after ``after_index``, in index order, each with
     its member and its payout (``None``: not approved yet, or skipped at approval)."""
     rows = (
-        Allocation.objects.filter(campaign=campaign, index__gt=after_index)
-        .select_related("member", "payout")
+        Allocation.objects.filter(
+            community_id=campaign.community_id, campaign=campaign, index__gt=after_index
+        )
+        .select_related("member")
+        .prefetch_related(payouts_of(campaign.community_id))
         .order_by("index")[:limit]
     )
     out = []
     for row in rows:
-        payout = getattr(row, "payout", None)
+        payout = row.payout
         out.append(
             {
                 "index": row.index,
@@ -302,7 +306,11 @@ def audience_query(
             )
         elif levels[code] > 0:
             rows = rows.filter(
-                Exists(MemberTier.objects.filter(member=OuterRef("pk"), level__gte=levels[code]))
+                Exists(
+                    MemberTier.objects.filter(
+                        community=community, member=OuterRef("pk"), level__gte=levels[code]
+                    )
+                )
             )
     if "honor_roll" in audience:
         value = audience["honor_roll"]

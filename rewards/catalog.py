@@ -182,7 +182,7 @@ def reward_save(*, community: Community, item: RewardInput, actor: str, create: 
             for variant in item.variants:
                 row = (
                     RewardVariant.objects.select_for_update()
-                    .filter(reward=reward, code=variant.code)
+                    .filter(community=community, reward=reward, code=variant.code)
                     .first()
                 )
                 if row is None:
@@ -276,10 +276,15 @@ def member_facts(member: Member, now: dt.datetime) -> MemberFacts:
         .annotate(q=Sum("quantity"))
     )
     return MemberFacts(
-        level=MemberTier.objects.filter(member=member).values_list("level", flat=True).first() or 0,
+        level=MemberTier.objects.filter(community_id=member.community_id, member=member)
+        .values_list("level", flat=True)
+        .first()
+        or 0,
         ladder=community_ladder(member.community_id),
         honor_months=set(
-            Honor.objects.filter(member=member).values_list("roll__month", flat=True).distinct()
+            Honor.objects.filter(community_id=member.community_id, member=member)
+            .values_list("roll__month", flat=True)
+            .distinct()
         ),
         this_month={reward_id: int(q or 0) for reward_id, q in used},
     )

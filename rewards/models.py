@@ -61,7 +61,8 @@ class Reward(models.Model):
     redeem it. Merch has variants with stock; other kinds are unlimited."""
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
-    code = models.SlugField(max_length=64)
+    # No index of its own: looked up by community and code (the unique key below).
+    code = models.SlugField(max_length=64, db_index=False)
     kind = models.CharField(max_length=16, choices=RewardKind.choices)
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -107,14 +108,17 @@ class RewardVariant(models.Model):
 
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
     reward = models.ForeignKey(Reward, on_delete=models.PROTECT, related_name="variants")
-    code = models.SlugField(max_length=64)
+    # No index of its own: looked up by reward and code (the unique key below).
+    code = models.SlugField(max_length=64, db_index=False)
     label = models.CharField(max_length=100)
     stock = models.IntegerField(default=0)
     reserved = models.IntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["reward", "code"], name="variant_unique_code"),
+            models.UniqueConstraint(
+                fields=["community", "reward", "code"], name="variant_unique_code"
+            ),
             models.CheckConstraint(condition=Q(stock__gte=0), name="variant_stock_non_negative"),
             models.CheckConstraint(
                 condition=Q(reserved__gte=0) & Q(reserved__lte=F("stock")),
@@ -192,6 +196,12 @@ class Redemption(models.Model):
     def __str__(self) -> str:
         return f"{self.client_id} ({self.status})"
 
+    @property
+    def payout(self) -> Payout | None:
+        """The payout of this redemption (at most one), from the prefetched ``payouts`` (when
+        reading many: ``prefetch_related(payouts_of(community))``), else by its unique key."""
+        return _one_payout(self, self.payouts)
+
 
 class CampaignStatus(models.TextChoices):
     DRAFT = "draft"
@@ -268,13 +278,35 @@ class Allocation(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["campaign", "index"], name="allocation_unique_index"),
+            models.UniqueConstraint(
+                fields=["community", "campaign", "index"], name="allocation_unique_index"
+            ),
             models.CheckConstraint(condition=Q(amount_fen__gt=0), name="allocation_positive"),
         ]
         indexes = [models.Index(fields=["community", "member"])]
 
     def __str__(self) -> str:
         return f"{self.campaign_id}#{self.index}: {self.amount_fen}"
+
+    @property
+    def payout(self) -> Payout | None:
+        """The payout of this packet (at most one), from the prefetched ``payouts`` (when
+        reading many: ``prefetch_related(payouts_of(community))``), else by its unique key."""
+        return _one_payout(self, self.payouts)
+
+
+def _one_payout(row: Redemption | Allocation, payouts: models.Manager[Payout]) -> Payout | None:
+    cache = getattr(row, "_prefetched_objects_cache", {})
+    if "payouts" in cache:
+        return next(iter(cache["payouts"]), None)
+    # The community leads the unique key (there is no index on the source alone).
+    return payouts.filter(community_id=row.community_id).first()
+
+
+def payouts_of(community: Community | int) -> models.Prefetch:
+    """Prefetch the ``payouts`` of many redemptions or packets of one community (the query
+    names the community, so it probes the unique keys that lead with it)."""
+    return models.Prefetch("payouts", queryset=Payout.objects.filter(community=community))
 
 
 class PayoutStatus(models.TextChoices):
@@ -291,11 +323,26 @@ class Payout(models.Model):
     community = models.ForeignKey(Community, on_delete=models.PROTECT, related_name="+")
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
     amount_fen = models.BigIntegerField()
-    redemption = models.OneToOneField(
-        Redemption, on_delete=models.PROTECT, null=True, blank=True, related_name="payout"
+    # At most one payout per redemption and per allocation: the unique keys below, led by the
+    # community (so foreign keys, not one-to-one fields: ``Redemption.payout`` and
+    # ``Allocation.payout`` read the one row of ``payouts``, which callers prefetch).
+    redemption = models.ForeignKey(
+        Redemption,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payouts",
+        related_query_name="payout",
+        db_index=False,
     )
-    allocation = models.OneToOneField(
-        Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="payout"
+    allocation = models.ForeignKey(
+        Allocation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payouts",
+        related_query_name="payout",
+        db_index=False,
     )
     status = models.CharField(
         max_length=16, choices=PayoutStatus.choices, default=PayoutStatus.REQUESTED
@@ -309,6 +356,13 @@ class Payout(models.Model):
 
     class Meta:
         constraints = [
+            # NULLs are distinct: the unique keys bind only the rows that have the source.
+            models.UniqueConstraint(
+                fields=["community", "redemption"], name="payout_unique_redemption"
+            ),
+            models.UniqueConstraint(
+                fields=["community", "allocation"], name="payout_unique_allocation"
+            ),
             models.CheckConstraint(condition=Q(amount_fen__gt=0), name="payout_positive"),
             models.CheckConstraint(
                 condition=Q(redemption__isnull=False) | Q(allocation__isnull=False),

@@ -507,7 +507,11 @@ def redemption_fulfil(
                     "A red packet is fulfilled with its payout reference.",
                     [FieldError("payout_reference", "required", "the payment's reference")],
                 )
-            payout = Payout.objects.select_for_update().filter(redemption=row).first()
+            payout = (
+                Payout.objects.select_for_update()
+                .filter(community_id=row.community_id, redemption=row)
+                .first()
+            )
             if payout is not None and payout.status != PayoutStatus.CONFIRMED:
                 from rewards.payouts import announce_payout
 

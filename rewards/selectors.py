@@ -56,12 +56,16 @@ def member_contexts(
     for cid, community in communities.items():
         latest = previous_month(community, now)
         earliest_honor[cid] = month_start(latest - dt.timedelta(days=1))
-    levels = dict(MemberTier.objects.filter(member_id__in=ids).values_list("member_id", "level"))
+    levels = dict(
+        MemberTier.objects.filter(
+            community_id__in=list(communities), member_id__in=ids
+        ).values_list("member_id", "level")
+    )
     ladders = {cid: community_ladder(cid) for cid in communities}
     kocs = set(
-        KocCandidate.objects.filter(member_id__in=ids, status=KocStatus.CONFIRMED).values_list(
-            "member_id", flat=True
-        )
+        KocCandidate.objects.filter(
+            community_id__in=list(communities), member_id__in=ids, status=KocStatus.CONFIRMED
+        ).values_list("member_id", flat=True)
     )
     totals = {
         (member_id, start): points

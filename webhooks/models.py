@@ -50,8 +50,16 @@ class DeliveryStatus(models.TextChoices):
 
 
 class Delivery(models.Model):
-    """One message to one endpoint: delivered once, retried with backoff until then."""
+    """One message to one endpoint: delivered once, retried with backoff until then.
 
+    ``community`` is the message's (and the endpoint's), copied when the delivery is written:
+    the unique key leads with it, so that the table can be distributed by community.
+    """
+
+    # No index of its own: the unique (community, message, endpoint) leads with it.
+    community = models.ForeignKey(
+        Community, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     message = models.ForeignKey(OutboxMessage, on_delete=models.PROTECT, related_name="deliveries")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(
@@ -65,7 +73,9 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["message", "endpoint"], name="delivery_unique"),
+            models.UniqueConstraint(
+                fields=["community", "message", "endpoint"], name="delivery_unique"
+            ),
         ]
         indexes = [
             models.Index(

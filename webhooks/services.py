@@ -139,7 +139,7 @@ def outbox_write(community: Community, messages: Sequence[tuple[str, dict[str, A
     )
     Delivery.objects.bulk_create(
         [
-            Delivery(message=row, endpoint=endpoint, next_attempt_at=now)
+            Delivery(community=community, message=row, endpoint=endpoint, next_attempt_at=now)
             for row in rows
             for endpoint in endpoints
             if endpoint.wants(row.topic)
@@ -181,9 +181,9 @@ def _insert_document(community: Community, document: str, now: dt.datetime) -> N
                 ORDER BY x.position
                 RETURNING id, topic
             )
-            INSERT INTO webhooks_delivery (message_id, endpoint_id, status, attempts,
-                                           next_attempt_at, last_error)
-            SELECT m.id, e.id, %s, 0, %s, ''
+            INSERT INTO webhooks_delivery (community_id, message_id, endpoint_id, status,
+                                           attempts, next_attempt_at, last_error)
+            SELECT e.community_id, m.id, e.id, %s, 0, %s, ''
             FROM message m
             JOIN webhooks_webhookendpoint e
               ON e.community_id = %s AND e.active
