@@ -108,7 +108,7 @@ class EventDetailView(APIView):
     def get(self, request: Request, community: str, event_id: str) -> Response:
         event = (
             Event.objects.select_related("member")
-            .filter(community=_community(request), client_id=event_id)
+            .by_client_id(_community(request), event_id)
             .first()
         )
         if event is None:

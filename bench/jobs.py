@@ -881,7 +881,8 @@ def _seed_state(db: Loader, plan: Plan, p: dict[str, Any]) -> None:
                %(last_month)s::timestamp AT TIME ZONE %(tz)s + (s %% 28) * interval '1 day', ''
         FROM (SELECT DISTINCT s, {star} AS r FROM generate_series(7, %(stars)s, 7) s) x
         WHERE NOT EXISTS (SELECT 1 FROM incentives_memberrole mr
-                          WHERE mr.member_id = %(base)s + {g_of("x.r")})
+                          WHERE mr.community_id = %(c)s
+                            AND mr.member_id = %(base)s + {g_of("x.r")})
         """,
         p,
     )
@@ -910,7 +911,7 @@ def _seed_state(db: Loader, plan: Plan, p: dict[str, Any]) -> None:
                (community_id, member_id, level, code, since, locked, locked_by, updated_at)
         SELECT %(c)s, member_id, 3, 'ambassador', decided_at, false, '', decided_at
         FROM incentives_koccandidate WHERE community_id = %(c)s AND status = 'confirmed'
-        ON CONFLICT (member_id) DO UPDATE SET level = 3, code = 'ambassador',
+        ON CONFLICT (community_id, member_id) DO UPDATE SET level = 3, code = 'ambassador',
             since = EXCLUDED.since, updated_at = EXCLUDED.updated_at
         """,
         p,

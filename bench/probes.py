@@ -36,7 +36,9 @@ CREATE FUNCTION probe_ingest(c bigint, cid text, ext text, typ text, at timestam
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE mid bigint; bal bigint; eid bigint; stored jsonb;
 BEGIN
-  SELECT scoring INTO stored FROM points_event WHERE community_id = c AND client_id = cid;
+  SELECT e.scoring INTO stored FROM points_eventkey k
+    JOIN points_event e ON e.id = k.id AND e.occurred_at = k.occurred_at
+   WHERE k.community_id = c AND k.client_id = cid;
   IF FOUND THEN RETURN stored; END IF;
   INSERT INTO points_member AS m (community_id, external_id, display_name, status, balance,
                                   held, lifetime_points, joined_at, last_event_at, created_at)
@@ -46,7 +48,7 @@ BEGIN
   RETURNING id, balance INTO mid, bal;
   INSERT INTO points_dailytally AS t (community_id, member_id, day, event_type, count, points)
   VALUES (c, mid, d_day, typ, 1, pts), (c, mid, d_day, '*', 1, pts)
-  ON CONFLICT (member_id, day, event_type)
+  ON CONFLICT (community_id, member_id, day, event_type)
     DO UPDATE SET count = t.count + 1, points = t.points + EXCLUDED.points;
   INSERT INTO points_event (community_id, client_id, member_id, type, occurred_at, received_at,
                             local_day, target, content, score, "group", meta, body_hash,
@@ -61,7 +63,8 @@ BEGIN
   INSERT INTO points_periodtotal AS p (community_id, member_id, kind, start, points, active)
   VALUES (c, mid, 'month', date_trunc('month', d_day)::date, pts, true),
          (c, mid, 'week', date_trunc('week', d_day)::date, pts, true)
-  ON CONFLICT (member_id, kind, start) DO UPDATE SET points = p.points + EXCLUDED.points;
+  ON CONFLICT (community_id, member_id, kind, start)
+    DO UPDATE SET points = p.points + EXCLUDED.points;
   RETURN res;
 END $$;
 """

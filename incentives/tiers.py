@@ -389,13 +389,14 @@ def member_figures(
                    COALESCE(sum(count) FILTER (
                        WHERE event_type = 'content_featured' AND day > %s), 0)
             FROM points_dailytally
-            WHERE member_id = %s AND day > %s AND day <= %s
+            WHERE community_id = %s AND member_id = %s AND day > %s AND day <= %s
               AND event_type IN ('*', 'check_in', 'content_featured')
             """,
             [
                 day - dt.timedelta(days=window),
                 day - dt.timedelta(days=CHECK_IN_WINDOW_DAYS),
                 day - dt.timedelta(days=window),
+                member.community_id,
                 member.pk,
                 day - dt.timedelta(days=max(window, CHECK_IN_WINDOW_DAYS)),
                 day,

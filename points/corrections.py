@@ -76,9 +76,7 @@ def event_reverse_once(
     now = now or timezone.now()
     with transaction.atomic():
         event = (
-            Event.objects.select_for_update(no_key=True)
-            .filter(community=community, client_id=client_id)
-            .first()
+            Event.objects.select_for_update(no_key=True).by_client_id(community, client_id).first()
         )
         if event is None:
             raise EventNotFound(f"No event '{client_id}' in this community.")
@@ -125,7 +123,8 @@ def event_reverse_once(
                 )
         AwardOnce.objects.filter(event=event).delete()
         event.reversed_at = now
-        event.save(update_fields=["reversed_at"])
+        # By id and partition key: one partition, not a probe of every month.
+        Event.objects.filter(pk=event.pk, occurred_at=event.occurred_at).update(reversed_at=now)
 
         rescored: list[dict[str, Any]] = []
         if event.beneficiary_id is not None:
@@ -142,7 +141,7 @@ def event_reverse_once(
             "rescored": rescored,
         }
         event.reversal = result
-        event.save(update_fields=["reversal"])
+        Event.objects.filter(pk=event.pk, occurred_at=event.occurred_at).update(reversal=result)
         # Operators find reversals where they find adjustments: one audit row per reversed
         # event (its id is the row's client_id), written with the entries it explains.
         AuditLog.objects.create(
@@ -161,6 +160,12 @@ def event_reverse_once(
         )
         outbox.publish(community, [("event.reversed", result)])
         return result, True
+
+
+def _utc_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """UTC times that surely contain a local day in any time zone (offsets reach ±14 h)."""
+    midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return midnight - dt.timedelta(days=1), midnight + dt.timedelta(days=2)
 
 
 def day_rescore(
@@ -188,11 +193,16 @@ def day_rescore(
                 SELECT sum(l.points)::int AS held FROM points_ledgerentry l
                 WHERE l.event_id = e.id AND l.member_id = %s
                   AND l.kind IN ('award', 'reversal') AND l.rule LIKE 'points.%%'
+                  -- an event's entries are never older than its receipt: only the ledger
+                  -- months since then are probed (the ledger is partitioned by month)
+                  AND l.created_at >= e.received_at
             ) h ON true
             WHERE e.beneficiary_id = %s AND e.local_day = %s AND e.reversed_at IS NULL
+              -- a local day lies within these UTC bounds: the events' months only
+              AND e.occurred_at >= %s AND e.occurred_at < %s
             ORDER BY e.occurred_at, e.id
             """,
-            [member.external_id, member.pk, member.pk, day],
+            [member.external_id, member.pk, member.pk, day, *_utc_bounds(day)],
         )
         rows = cursor.fetchall()
     week = _points_by_type(member, week_start(day), week_start(day) + dt.timedelta(days=6), day)
@@ -231,7 +241,9 @@ def _points_by_type(
 ) -> dict[str, int]:
     """Points per type the member earned from ``first`` to ``last``, but ``excluding`` day."""
     rows = (
-        DailyTally.objects.filter(member=member, day__range=(first, last))
+        DailyTally.objects.filter(
+            community_id=member.community_id, member=member, day__range=(first, last)
+        )
         .exclude(day=excluding)
         .values("event_type")
         .annotate(points=Sum("points"))
@@ -255,8 +267,9 @@ def _day_tallies_set(member: Member, day: dt.date, tallies: dict[str, Tally]) ->
                    COALESCE(x.points, 0)
             FROM now_standing x
             FULL JOIN (SELECT event_type FROM points_dailytally
-                       WHERE member_id = %s AND day = %s) o ON o.event_type = x.event_type
-            ON CONFLICT (member_id, day, event_type) DO UPDATE
+                       WHERE community_id = %s AND member_id = %s AND day = %s) o
+                   ON o.event_type = x.event_type
+            ON CONFLICT (community_id, member_id, day, event_type) DO UPDATE
                 SET count = EXCLUDED.count, points = EXCLUDED.points
                 WHERE t.count <> EXCLUDED.count OR t.points <> EXCLUDED.points
             """,
@@ -267,6 +280,7 @@ def _day_tallies_set(member: Member, day: dt.date, tallies: dict[str, Tally]) ->
                 member.community_id,
                 member.pk,
                 day,
+                member.community_id,
                 member.pk,
                 day,
             ],

@@ -34,7 +34,7 @@ def _due(community_id: int, cutoff: dt.datetime, member_id: int | None = None) -
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT member_id, old_credits - debits AS due
+            SELECT member_id, (sum(old_credits) - sum(debits))::bigint AS due
             FROM (
                 SELECT member_id,
                        COALESCE(sum(points) FILTER (
@@ -44,11 +44,24 @@ def _due(community_id: int, cutoff: dt.datetime, member_id: int | None = None) -
                 FROM points_ledgerentry
                 WHERE community_id = %s AND (%s::bigint IS NULL OR member_id = %s)
                 GROUP BY member_id
+                UNION ALL  -- archived months (points.history): older than any cutoff
+                SELECT member_id, credits, debits FROM points_ledgercheckpoint
+                WHERE community_id = %s AND (%s::bigint IS NULL OR member_id = %s)
             ) lots
-            WHERE old_credits > debits
+            GROUP BY member_id
+            HAVING sum(old_credits) > sum(debits)
             ORDER BY member_id
             """,
-            [list(CREDIT_KINDS), cutoff, community_id, member_id, member_id],
+            [
+                list(CREDIT_KINDS),
+                cutoff,
+                community_id,
+                member_id,
+                member_id,
+                community_id,
+                member_id,
+                member_id,
+            ],
         )
         return {row[0]: row[1] for row in cursor.fetchall()}
 
@@ -105,20 +118,34 @@ def points_expiring(
         cursor.execute(
             """
             SELECT COALESCE(-sum(points) FILTER (WHERE points < 0), 0)
+                   + COALESCE((SELECT debits FROM points_ledgercheckpoint
+                               WHERE community_id = %s AND member_id = %s), 0)
             FROM points_ledgerentry WHERE community_id = %s AND member_id = %s
             """,
-            [member.community_id, member.pk],
+            [member.community_id, member.pk, member.community_id, member.pk],
         )
         debits = cursor.fetchone()[0]
         cursor.execute(
             """
-            SELECT created_at, points FROM points_ledgerentry
-            WHERE community_id = %s AND member_id = %s AND points > 0 AND kind = ANY(%s)
-            ORDER BY created_at, id
+            SELECT at, points FROM (
+                SELECT through::timestamp AT TIME ZONE 'UTC' AS at, credits AS points, 0 AS id
+                FROM points_ledgercheckpoint
+                WHERE community_id = %s AND member_id = %s AND credits > 0
+                UNION ALL
+                SELECT created_at, points, id FROM points_ledgerentry
+                WHERE community_id = %s AND member_id = %s AND points > 0 AND kind = ANY(%s)
+            ) lots
+            ORDER BY at, id
             """,
-            [member.community_id, member.pk, list(CREDIT_KINDS)],
+            [
+                member.community_id,
+                member.pk,
+                member.community_id,
+                member.pk,
+                list(CREDIT_KINDS),
+            ],
         )
-        lots = cursor.fetchall()
+        lots = cursor.fetchall()  # the archived months' lot (points.history) comes first
     out: dict[dt.date, int] = {}
     for created_at, lot in lots:
         consumed = min(debits, lot)

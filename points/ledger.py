@@ -141,7 +141,7 @@ def period_totals_add(*, member: Member, points: int, day: dt.date) -> None:
                                                  active)
             SELECT %s, %s, x.kind, x.start, %s, %s
             FROM unnest(%s::text[], %s::date[]) AS x(kind, start)
-            ON CONFLICT (member_id, kind, start) DO UPDATE
+            ON CONFLICT (community_id, member_id, kind, start) DO UPDATE
                 SET points = p.points + %s
             """,
             [

@@ -159,11 +159,52 @@ class Member(models.Model):
         return self.balance - self.held
 
 
+class EventKey(models.Model):
+    """One row per event ever accepted, kept when the event's month is archived: the
+    exactly-once guarantee. ``points_event`` is partitioned by month of ``occurred_at`` and a
+    unique key there would have to contain ``occurred_at`` (a replay with another time would be
+    stored twice), so ``(community, client_id)`` is unique here instead. Ingestion writes the
+    key and the event in one statement; a trigger on ``points_event`` writes the key of an
+    event inserted any other way, so no writer can skip it (docs/scaling.md, decision 49).
+    Ledger entries and once-only keys reference this table, not the partitioned one."""
+
+    id = models.BigIntegerField(primary_key=True)  # the event's id
+    community = models.ForeignKey(
+        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+    )
+    client_id = models.CharField(max_length=128)
+    occurred_at = models.DateTimeField()  # names the event's partition
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "client_id"], name="eventkey_unique_client_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.client_id
+
+
+class EventQuerySet(models.QuerySet["Event"]):
+    def by_client_id(self, community: Community | int, client_id: str) -> EventQuerySet:
+        """The community's event with this id, found through its key: one probe of the key
+        table, then of the one partition its ``occurred_at`` names."""
+        key = EventKey.objects.filter(community=community, client_id=client_id)
+        return self.filter(
+            community=community,
+            pk=models.Subquery(key.values("id")[:1]),
+            occurred_at=models.Subquery(key.values("occurred_at")[:1]),
+        )
+
+
 class Event(models.Model):
     """A contribution event as a bot posted it, with how it was scored the first time.
 
-    ``(community, client_id)`` is unique: that is the exactly-once guarantee. ``body_hash`` is
-    the hash of the canonical body, so that a replay with a different body is a conflict.
+    Partitioned by month of ``occurred_at`` (migration 0015; ``points.history`` creates the
+    months ahead and archives old ones). ``(community, client_id)`` is unique through
+    ``EventKey``: that is the exactly-once guarantee. ``body_hash`` is the hash of the
+    canonical body, so that a replay with a different body is a conflict.
     """
 
     community = models.ForeignKey(
@@ -199,11 +240,10 @@ class Event(models.Model):
     reversed_at = models.DateTimeField(null=True, blank=True)
     reversal = models.JSONField(null=True, blank=True)
 
+    objects = EventQuerySet.as_manager()
+
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["community", "client_id"], name="event_unique_client_id"
-            ),
             models.CheckConstraint(
                 condition=Q(score__isnull=True) | Q(score__gte=1, score__lte=5),
                 name="event_score_1_to_5",
@@ -242,7 +282,11 @@ class EntryKind(models.TextChoices):
 
 class LedgerEntry(models.Model):
     """One signed change of a member's balance. Append-only: a database trigger refuses
-    UPDATE and DELETE; corrections are new entries of kind ``reversal``."""
+    UPDATE and DELETE; corrections are new entries of kind ``reversal``.
+
+    Partitioned by month of ``created_at`` (migration 0015). ``event`` is checked in the
+    database against ``EventKey`` (the events table is partitioned), hence no constraint from
+    Django."""
 
     community = models.ForeignKey(
         Community, on_delete=models.PROTECT, db_index=False, related_name="+"
@@ -251,7 +295,12 @@ class LedgerEntry(models.Model):
         Member, on_delete=models.PROTECT, db_index=False, related_name="entries"
     )
     event = models.ForeignKey(
-        Event, on_delete=models.PROTECT, null=True, blank=True, related_name="entries"
+        Event,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="entries",
+        db_constraint=False,  # REFERENCES points_eventkey (id), added by migration 0015
     )
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     points = models.IntegerField()
@@ -306,7 +355,8 @@ class DailyTally(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["member", "day", "event_type"], name="tally_unique_member_day_type"
+                fields=["community", "member", "day", "event_type"],
+                name="tally_unique_member_day_type",
             ),
         ]
         indexes = [models.Index(fields=["community", "day"])]
@@ -366,7 +416,8 @@ class PeriodTotal(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["member", "kind", "start"], name="periodtotal_unique_member_period"
+                fields=["community", "member", "kind", "start"],
+                name="periodtotal_unique_member_period",
             ),
         ]
         indexes = [
@@ -456,7 +507,10 @@ class AwardOnce(models.Model):
     )
     key = models.CharField(max_length=300)
     member = models.ForeignKey(Member, on_delete=models.PROTECT, db_index=False, related_name="+")
-    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="+")
+    # REFERENCES points_eventkey (id), added by migration 0015 (the events are partitioned).
+    event = models.ForeignKey(
+        Event, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     kind = models.CharField(max_length=32)
     # Shown on the member as an achievement when set (e.g. a month's check-in quota).
     achievement = models.CharField(max_length=64, blank=True)
@@ -497,3 +551,56 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target}"
+
+
+class HistoryArchive(models.Model):
+    """A month of partitioned history taken off the primary (``points.history``): detached,
+    copied to a file whose SHA-256 and row count are kept here, then dropped. Not per
+    community: a partition holds every community's month."""
+
+    class State(models.TextChoices):
+        DETACHED = "detached"  # off the table, still in the database
+        ARCHIVED = "archived"  # copied to ``path`` and dropped
+
+    table = models.CharField(max_length=64)  # "points_event", "points_ledgerentry"
+    month = models.DateField()  # first day of the UTC month
+    state = models.CharField(max_length=16, choices=State.choices)
+    rows = models.BigIntegerField(default=0)
+    path = models.CharField(max_length=500, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    detached_at = models.DateTimeField()
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["table", "month"], name="historyarchive_unique_month")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.month:%Y-%m} ({self.state})"
+
+
+class LedgerCheckpoint(models.Model):
+    """What a member's archived ledger months added up to, so that the checks and jobs that
+    sum a member's whole ledger (reconcile, expiry) still see every point after the months
+    are gone: written in the transaction that detaches a ledger month."""
+
+    community = models.ForeignKey(
+        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+    )
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, db_index=False, related_name="+")
+    through = models.DateField()  # entries created before this day (UTC) are summed here
+    net = models.BigIntegerField(default=0)  # Σ points
+    credits = models.BigIntegerField(default=0)  # Σ positive points of the expiring kinds
+    debits = models.BigIntegerField(default=0)  # -Σ negative points
+    balance_after = models.BigIntegerField(default=0)  # of the member's last archived entry
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["community", "member"], name="ledgercheckpoint_unique_member"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} through {self.through}: {self.net}"

@@ -230,7 +230,8 @@ def member_rank_lookup(
                       AND s2.position <> s.position)
             FROM points_member m
             LEFT JOIN points_periodtotal pt
-                   ON pt.member_id = m.id AND pt.kind = %s AND pt.start = %s
+                   ON pt.community_id = m.community_id AND pt.member_id = m.id
+                  AND pt.kind = %s AND pt.start = %s
             LEFT JOIN points_ranksnapshot s
                    ON s.community_id = %s AND s.kind = %s AND s.start = %s AND s.member_id = m.id
             LEFT JOIN points_rankbuild b

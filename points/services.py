@@ -227,12 +227,16 @@ def ledger_reconcile(*, community: Community, period: str) -> dict[str, Any]:
                     SELECT member_id, sum(points) AS total, max(id) AS last_id
                     FROM points_ledgerentry WHERE community_id = %s GROUP BY member_id
                 ), checked AS (
+                    -- archived ledger months count through their checkpoint (points.history)
                     SELECT m.external_id,
-                           m.balance <> COALESCE(s.total, 0) AS bad_sum,
-                           m.balance <> COALESCE(e.balance_after, 0) AS bad_latest
+                           m.balance <> COALESCE(s.total, 0) + COALESCE(c.net, 0) AS bad_sum,
+                           m.balance <> COALESCE(e.balance_after, c.balance_after, 0)
+                               AS bad_latest
                     FROM points_member m
                     LEFT JOIN per_member s ON s.member_id = m.id
                     LEFT JOIN points_ledgerentry e ON e.id = s.last_id
+                    LEFT JOIN points_ledgercheckpoint c
+                      ON c.community_id = m.community_id AND c.member_id = m.id
                     WHERE m.community_id = %s
                 )
                 SELECT count(*),

@@ -70,3 +70,11 @@ def points_expire_all() -> int:
     for community_id in ids:
         points_expire_community.delay(community_id)
     return len(ids)
+
+
+@shared_task
+def history_partitions_ensure() -> list[str]:
+    """Create the coming months' partitions of the events and the ledger (points.history)."""
+    from points.history import partitions_ensure
+
+    return partitions_ensure()

@@ -989,9 +989,11 @@ def content_reward_for_featured(
     policy = reward_settings(community)
     if policy.featured_reward_fen <= 0:
         return None
-    if not Event.objects.filter(
-        community=community, client_id=event_client_id, type=EventType.CONTENT_FEATURED
-    ).exists():
+    if not (
+        Event.objects.by_client_id(community, event_client_id)
+        .filter(type=EventType.CONTENT_FEATURED)
+        .exists()
+    ):
         raise EventNotFound(f"No content_featured event '{event_client_id}' in this community.")
     return _auto_campaign(
         community=community,

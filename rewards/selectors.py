@@ -70,7 +70,10 @@ def member_contexts(
     totals = {
         (member_id, start): points
         for member_id, start, points in PeriodTotal.objects.filter(
-            member_id__in=ids, kind=PeriodKind.MONTH, start__in=set(months.values())
+            community_id__in=list(communities),
+            member_id__in=ids,
+            kind=PeriodKind.MONTH,
+            start__in=set(months.values()),
         ).values_list("member_id", "start", "points")
     }
     honors: dict[int, list[tuple[str, str, int]]] = {}

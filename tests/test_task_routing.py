@@ -36,6 +36,7 @@ ROUTES = {
     "points.tasks.ledger_reconcile_all": PERIODIC,
     "points.tasks.ledger_reconcile_community": PERIODIC,
     "points.tasks.points_expire_all": PERIODIC,
+    "points.tasks.history_partitions_ensure": PERIODIC,  # a few DDL statements, daily
     "incentives.tasks.tiers_evaluate_all": PERIODIC,
     "incentives.tasks.koc_detect_all": PERIODIC,
     "incentives.tasks.honor_rolls_publish_all": PERIODIC,

@@ -56,6 +56,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 
 # How far before its community's creation an event may be back-dated (docs/decisions.md 21).
 EVENTS_BACKFILL_DAYS = int(os.environ.get("EVENTS_BACKFILL_DAYS", "365"))
+# Months of events and ledger kept online (points/history.py, decision 49): events may not be
+# dated before the first of them, and only older months may be archived.
+HISTORY_ONLINE_MONTHS = int(os.environ.get("HISTORY_ONLINE_MONTHS", "24"))
 
 # Group commit of concurrent single events in one process (points/ingest/group.py, decision
 # 46): "0" ingests each request in its own transaction (for measuring, or a single-threaded

@@ -59,6 +59,7 @@ _ROUTING = {
         "points.tasks.ledger_reconcile_all",
         "points.tasks.ledger_reconcile_community",
         "points.tasks.points_expire_all",
+        "points.tasks.history_partitions_ensure",
         "incentives.tasks.tiers_evaluate_all",
         "incentives.tasks.koc_detect_all",
         "incentives.tasks.honor_rolls_publish_all",
@@ -109,6 +110,12 @@ CELERY_BEAT_SCHEDULE = {
     "incentives-refresh": {
         "task": "incentives.tasks.refresh_run_all",
         "schedule": crontab(minute=37),
+    },
+    # Months of the events and the ledger, made three ahead (points.history); daily, so a
+    # missed day or two changes nothing.
+    "history-partitions-ensure": {
+        "task": "points.tasks.history_partitions_ensure",
+        "schedule": crontab(hour=2, minute=47),
     },
     "ledger-reconcile-nightly": {
         "task": "points.tasks.ledger_reconcile_all",

@@ -90,7 +90,12 @@ def _ingest_once(
         if outcomes[i] is not None:
             continue
         if (found := stored.get(event.client_id)) is not None:
-            outcomes[i] = _against(event.client_id, hashes[i], *found)
+            if found is ARCHIVED:
+                outcomes[i] = IngestOutcome(
+                    event.client_id, IngestStatus.INVALID, None, [_archived_error()]
+                )
+            else:
+                outcomes[i] = _against(event.client_id, hashes[i], *found)
             continue
         first = outcomes[first_index[event.client_id]]
         if first is None:
@@ -142,32 +147,47 @@ def _statements(
     if writes.entries:
         out.append(statements.entries_insert(community_id, now, writes.entries))
     members = sorted(members, key=lambda m: m.id)
-    out.append(statements.members_update(members))
+    out.append(statements.members_update(community_id, members))
     active = {m.id: m.status == MemberStatus.ACTIVE for m in members}
     if writes.periods:
         deltas = [(*k, points, active[k[0]]) for k, points in sorted(writes.periods.items())]
         out.append(statements.periods_add(community_id, deltas))
     changed = {m.id: active[m.id] for m in members if m.status != m.initial_status}
     if changed:
-        out.append(statements.periods_active(changed))
+        out.append(statements.periods_active(community_id, changed))
         out.append(statements.rank_snapshots_stale(community_id))
     return out
 
 
-def _stored(community_id: int, client_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Stored events by id: (body hash, answer rendered from the scoring record)."""
+# A stored id whose event is in an archived month (its key stays, ``points.history``).
+ARCHIVED: Any = ("archived",)
+
+
+def _stored(community_id: int, client_ids: list[str]) -> dict[str, Any]:
+    """Stored events by id: (body hash, answer rendered from the scoring record), or
+    ``ARCHIVED``."""
     if not client_ids:
         return {}
     rows = statements.run([statements.stored_events(community_id, client_ids)])["stored"]
     return {
         client_id: (
-            body_hash,
-            ScoringRecord.from_json(scoring).render(
-                client_id=client_id, poster=poster, rule_version=rule_version
-            ),
+            ARCHIVED
+            if scoring is None
+            else (
+                body_hash,
+                ScoringRecord.from_json(scoring).render(
+                    client_id=client_id, poster=poster, rule_version=rule_version
+                ),
+            )
         )
         for client_id, body_hash, scoring, rule_version, poster in rows
     }
+
+
+def _archived_error() -> FieldError:
+    return FieldError(
+        "id", "archived", "this id was used by an event whose month is archived; use a new id"
+    )
 
 
 def _against(client_id: str, body_hash: str, first_hash: str, first: Any) -> IngestOutcome:

@@ -59,12 +59,16 @@ def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def stored_events(community_id: int, client_ids: list[str]) -> Statement:
-    """Events already stored under these ids, with what renders their answer."""
+    """Events already stored under these ids, with what renders their answer: found by their
+    key, then in the one partition the key's ``occurred_at`` names. An archived event's key
+    comes back without its event (null hash and record)."""
     return Statement(
         "stored",
-        "SELECT e.client_id, e.body_hash, e.scoring, e.rule_version, m.external_id "
-        "FROM points_event e JOIN points_member m ON m.id = e.member_id "
-        "WHERE e.community_id = %s AND e.client_id = ANY(%s)",
+        "SELECT k.client_id, e.body_hash, e.scoring, e.rule_version, m.external_id "
+        "FROM points_eventkey k "
+        "LEFT JOIN points_event e ON e.id = k.id AND e.occurred_at = k.occurred_at "
+        "LEFT JOIN points_member m ON m.id = e.member_id "
+        "WHERE k.community_id = %s AND k.client_id = ANY(%s)",
         [community_id, client_ids],
     )
 
@@ -148,11 +152,11 @@ def tallies_read(
              AS k(ext, span, start, stop, type)
         JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
         JOIN points_dailytally t
-          ON t.member_id = m.id AND t.day BETWEEN k.start AND k.stop
+          ON t.community_id = %s AND t.member_id = m.id AND t.day BETWEEN k.start AND k.stop
          AND (k.type = '' OR t.event_type = k.type)
         GROUP BY m.id, k.span, k.start, t.event_type
         """,
-        [*([s[i] for s in spans] for i in range(5)), community_id],
+        [*([s[i] for s in spans] for i in range(5)), community_id, community_id],
     )
 
 
@@ -241,7 +245,9 @@ _EVENT_COLUMNS = (
 
 
 def events_insert(community_id: int, now: dt.datetime, rows: Sequence[EventRow]) -> Statement:
-    """The events; an id another transaction committed meanwhile is missing from RETURNING."""
+    """The events and their keys, in one statement: the key is inserted first, and only the
+    events whose key went in are; an id another transaction committed meanwhile is missing
+    from RETURNING (the key's unique index is the exactly-once guarantee, decision 49)."""
     values = [
         (
             r.plan.event.client_id,
@@ -266,22 +272,30 @@ def events_insert(community_id: int, now: dt.datetime, rows: Sequence[EventRow])
     return Statement(
         "events",
         """
+        WITH x AS MATERIALIZED (
+            SELECT nextval('points_event_id_seq') AS id, x.*
+            FROM json_to_recordset(%s::json)
+                 AS x(client_id text, member_id bigint, type text, occurred_at timestamptz,
+                      local_day date, target text, content jsonb, score smallint, grp text,
+                      meta jsonb, body_hash text, rule_version int, points int,
+                      scoring jsonb, beneficiary_id bigint, content_hash text)
+        ), keys AS (
+            INSERT INTO points_eventkey (id, community_id, client_id, occurred_at)
+            SELECT x.id, %s, x.client_id, x.occurred_at FROM x
+            ON CONFLICT (community_id, client_id) DO NOTHING
+            RETURNING id
+        )
         INSERT INTO points_event
-            (community_id, client_id, member_id, type, occurred_at, received_at,
+            (id, community_id, client_id, member_id, type, occurred_at, received_at,
              local_day, target, content, score, "group", meta, body_hash, rule_version,
              points, scoring, beneficiary_id, content_hash)
-        SELECT %s, x.client_id, x.member_id, x.type, x.occurred_at, %s, x.local_day,
+        SELECT x.id, %s, x.client_id, x.member_id, x.type, x.occurred_at, %s, x.local_day,
                x.target, x.content, x.score, x.grp, x.meta, x.body_hash,
                x.rule_version, x.points, x.scoring, x.beneficiary_id, x.content_hash
-        FROM json_to_recordset(%s::json)
-             AS x(client_id text, member_id bigint, type text, occurred_at timestamptz,
-                  local_day date, target text, content jsonb, score smallint, grp text,
-                  meta jsonb, body_hash text, rule_version int, points int,
-                  scoring jsonb, beneficiary_id bigint, content_hash text)
-        ON CONFLICT (community_id, client_id) DO NOTHING
+        FROM x JOIN keys USING (id)
         RETURNING client_id
         """,
-        [community_id, now, _recordset(_EVENT_COLUMNS, values)],
+        [_recordset(_EVENT_COLUMNS, values), community_id, community_id, now],
     )
 
 
@@ -295,7 +309,7 @@ def tallies_write(community_id: int, day_tallies: Sequence[tuple[TallyKey, int, 
         SELECT %s, x.member_id, x.day, x.event_type, x.count, x.points
         FROM json_to_recordset(%s::json)
              AS x(member_id bigint, day date, event_type text, count int, points int)
-        ON CONFLICT (member_id, day, event_type) DO UPDATE
+        ON CONFLICT (community_id, member_id, day, event_type) DO UPDATE
             SET count = EXCLUDED.count, points = EXCLUDED.points
         """,
         [
@@ -318,7 +332,7 @@ def keys_insert(community_id: int, now: dt.datetime, keys: Sequence[OnceKey]) ->
         SELECT %s, x.key, x.member_id, e.id, x.kind, x.achievement, %s
         FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
              AS x(key, member_id, client_id, kind, achievement)
-        JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+        JOIN points_eventkey e ON e.community_id = %s AND e.client_id = x.client_id
         WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
         ON CONFLICT (community_id, key) DO NOTHING
         RETURNING key
@@ -347,7 +361,7 @@ def entries_insert(community_id: int, now: dt.datetime, entries: Sequence[Ledger
         FROM json_to_recordset(%s::json)
              AS x(client_id text, member_id bigint, kind text, points int,
                   balance_after bigint, rule text, rule_version int, reason text, n int)
-        JOIN points_event e ON e.community_id = %s AND e.client_id = x.client_id
+        JOIN points_eventkey e ON e.community_id = %s AND e.client_id = x.client_id
         WHERE e.community_id = %s AND e.client_id = ANY(%s::text[])
         ORDER BY x.n
         """,
@@ -362,7 +376,7 @@ def entries_insert(community_id: int, now: dt.datetime, entries: Sequence[Ledger
     )
 
 
-def members_update(members: Sequence[MemberState]) -> Statement:
+def members_update(community_id: int, members: Sequence[MemberState]) -> Statement:
     values = [
         (
             s.id,
@@ -391,7 +405,7 @@ def members_update(members: Sequence[MemberState]) -> Statement:
              AS x(id bigint, balance bigint, lifetime bigint, status text,
                   left_at timestamptz, owed bigint, streak_days int,
                   streak_last_day date, last_event_at timestamptz, display_name text)
-        WHERE m.id = x.id AND m.id = ANY(%s::bigint[])
+        WHERE m.community_id = %s AND m.id = x.id AND m.id = ANY(%s::bigint[])
         """,
         [
             _recordset(
@@ -409,6 +423,7 @@ def members_update(members: Sequence[MemberState]) -> Statement:
                 ),
                 values,
             ),
+            community_id,
             [s.id for s in members],
         ],
     )
@@ -426,14 +441,14 @@ def periods_add(
         SELECT %s, x.member_id, x.kind, x.start, x.points, x.active
         FROM json_to_recordset(%s::json)
              AS x(member_id bigint, kind text, start date, points bigint, active boolean)
-        ON CONFLICT (member_id, kind, start) DO UPDATE
+        ON CONFLICT (community_id, member_id, kind, start) DO UPDATE
             SET points = p.points + EXCLUDED.points, active = EXCLUDED.active
         """,
         [community_id, _recordset(("member_id", "kind", "start", "points", "active"), deltas)],
     )
 
 
-def periods_active(changed: dict[int, bool]) -> Statement:
+def periods_active(community_id: int, changed: dict[int, bool]) -> Statement:
     """Keep ``active`` on a member's period totals in step with a leave or a re-join."""
     ids = sorted(changed)
     return Statement(
@@ -441,9 +456,10 @@ def periods_active(changed: dict[int, bool]) -> Statement:
         """
         UPDATE points_periodtotal AS p SET active = x.active
         FROM unnest(%s::bigint[], %s::boolean[]) AS x(member_id, active)
-        WHERE p.member_id = x.member_id AND p.active IS DISTINCT FROM x.active
+        WHERE p.community_id = %s AND p.member_id = x.member_id
+          AND p.active IS DISTINCT FROM x.active
         """,
-        [ids, [changed[i] for i in ids]],
+        [ids, [changed[i] for i in ids], community_id],
     )
 
 

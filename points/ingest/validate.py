@@ -12,6 +12,7 @@ import unicodedata
 from django.conf import settings
 
 from points.exceptions import FieldError
+from points.history import online_floor
 from points.ingest.records import EventInput
 from points.models import Community, EventType
 
@@ -83,10 +84,12 @@ def _joins_emoji(text: str, i: int) -> bool:
 
 def occurred_at_window(community: Community, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """When an event may have happened: not before the community's creation minus its
-    backfill limit (``EVENTS_BACKFILL_DAYS``, 365 by default), not after ``now`` plus
-    ``MAX_CLOCK_SKEW`` (a bot's clock may run a little ahead). docs/rules.md says why."""
+    backfill limit (``EVENTS_BACKFILL_DAYS``, 365 by default), nor before the history kept
+    online (``points.history.online_floor``: older months may be archived), not after ``now``
+    plus ``MAX_CLOCK_SKEW`` (a bot's clock may run a little ahead). docs/rules.md says why."""
     days = getattr(settings, "EVENTS_BACKFILL_DAYS", DEFAULT_BACKFILL_DAYS)
-    return community.created_at - dt.timedelta(days=days), now + MAX_CLOCK_SKEW
+    earliest = max(community.created_at - dt.timedelta(days=days), online_floor(now))
+    return earliest, now + MAX_CLOCK_SKEW
 
 
 # Types that name another member in ``target``, and the ones that need a target at all.

@@ -525,8 +525,8 @@ class Command(BaseCommand):
         prefix = f"demo{seed}:"
 
         members = plan_members(seed, members_count, days)
-        founder_join = Event.objects.filter(
-            community=community, client_id=f"{prefix}{members[0].external_id}:join"
+        founder_join = Event.objects.by_client_id(
+            community, f"{prefix}{members[0].external_id}:join"
         ).first()
         if founder_join is not None:
             start = founder_join.local_day + dt.timedelta(days=FOUNDED_DAYS_BEFORE)
