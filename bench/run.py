@@ -7,10 +7,11 @@ Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
 BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (gthread),
 BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
 BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks | jobs | freshness |
-rewards | reports), BENCH_RANK_MEMBERS (1000000), BENCH_RANK_REQUESTS (4000).
+rewards | reports | reversal | storage), BENCH_RANK_MEMBERS (1000000), BENCH_RANK_REQUESTS
+(4000).
 
-BENCH_ONLY=freshness | rewards | reports run ``bench/<name>.py`` as their own process (``all``
-runs them last).
+BENCH_ONLY=freshness | rewards | reports | reversal | storage run ``bench/<name>.py`` as their
+own process (``all`` runs them last).
 
 BENCH_ONLY=jobs times the incentive jobs (tiers, KOC, honor roll) on one generated community
 beside a raw aggregate pass over its events (``bench/jobs.py``), without the server (``all``
@@ -254,6 +255,7 @@ SEPARATE = {
     "rewards": "bench.rewards",  # redemptions/s from 16 clients; a 10k-packet campaign
     "reports": "bench.reports",  # the operator's reports over a large community
     "reversal": "bench.reversal",  # event_reverse p99 on a day of 2,500 events vs 10
+    "storage": "bench.storage",  # bytes per event, all tables and indexes, vs the event row
 }
 
 

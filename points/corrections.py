@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from points import outbox, scoring
 from points.exceptions import EventNotFound
+from points.ingest.validate import MAX_CLOCK_SKEW
 from points.ledger import ledger_post
 from points.models import (
     AuditLog,
@@ -193,16 +194,24 @@ def day_rescore(
                 SELECT sum(l.points)::int AS held FROM points_ledgerentry l
                 WHERE l.event_id = e.id AND l.member_id = %s
                   AND l.kind IN ('award', 'reversal') AND l.rule LIKE 'points.%%'
-                  -- an event's entries are never older than its receipt: only the ledger
-                  -- months since then are probed (the ledger is partitioned by month)
-                  AND l.created_at >= e.received_at
+                  -- an event's entries are never older than its receipt, and it was
+                  -- received at most MAX_CLOCK_SKEW before it occurred: the literal bound
+                  -- keeps the planner to the ledger months since (partitioned by month)
+                  AND l.created_at >= e.received_at AND l.created_at >= %s
             ) h ON true
             WHERE e.beneficiary_id = %s AND e.local_day = %s AND e.reversed_at IS NULL
               -- a local day lies within these UTC bounds: the events' months only
               AND e.occurred_at >= %s AND e.occurred_at < %s
             ORDER BY e.occurred_at, e.id
             """,
-            [member.external_id, member.pk, member.pk, day, *_utc_bounds(day)],
+            [
+                member.external_id,
+                member.pk,
+                _utc_bounds(day)[0] - MAX_CLOCK_SKEW,
+                member.pk,
+                day,
+                *_utc_bounds(day),
+            ],
         )
         rows = cursor.fetchall()
     week = _points_by_type(member, week_start(day), week_start(day) + dt.timedelta(days=6), day)

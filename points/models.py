@@ -333,6 +333,10 @@ class LedgerEntry(models.Model):
         return f"{self.member_id} {self.points:+d} ({self.kind})"
 
 
+# The tally types the incentive jobs read by community and day (tiers, honor rolls, refresh).
+JOB_TALLY_TYPES = ("*", "check_in", "content_featured", "help")
+
+
 class DailyTally(models.Model):
     """What a member earned per event type (and in total, type ``*``) on one local day.
 
@@ -359,7 +363,17 @@ class DailyTally(models.Model):
                 name="tally_unique_member_day_type",
             ),
         ]
-        indexes = [models.Index(fields=["community", "day"])]
+        indexes = [
+            # The incentive jobs read these types for a whole community over a window. Partial
+            # on purpose: a member's own lookups (caps, re-scoring) name no such type, so the
+            # planner can only take the unique key for them, even on stale statistics (with
+            # a plain (community, day) index it took that one and read every member's days).
+            models.Index(
+                fields=["community", "day"],
+                name="tally_jobs_community_day",
+                condition=Q(event_type__in=JOB_TALLY_TYPES),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.member_id} {self.day} {self.event_type}: {self.points}"

@@ -168,20 +168,26 @@ def _stored(community_id: int, client_ids: list[str]) -> dict[str, Any]:
     ``ARCHIVED``."""
     if not client_ids:
         return {}
-    rows = statements.run([statements.stored_events(community_id, client_ids)])["stored"]
-    return {
-        client_id: (
-            ARCHIVED
-            if scoring is None
-            else (
-                body_hash,
-                ScoringRecord.from_json(scoring).render(
-                    client_id=client_id, poster=poster, rule_version=rule_version
-                ),
-            )
+    keys = statements.run([statements.stored_keys(community_id, client_ids)])["keys_stored"]
+    if not keys:
+        return {}
+    rows = statements.run(
+        [statements.stored_events([k[1] for k in keys], sorted({k[2] for k in keys}))]
+    )["stored"]
+    events = {row[0]: row[1:] for row in rows}
+    stored: dict[str, Any] = {}
+    for client_id, event_id, _occurred in keys:
+        if event_id not in events:  # its month was archived; the key stays
+            stored[client_id] = ARCHIVED
+            continue
+        body_hash, scoring, rule_version, poster = events[event_id]
+        stored[client_id] = (
+            body_hash,
+            ScoringRecord.from_json(scoring).render(
+                client_id=client_id, poster=poster, rule_version=rule_version
+            ),
         )
-        for client_id, body_hash, scoring, rule_version, poster in rows
-    }
+    return stored
 
 
 def _archived_error() -> FieldError:

@@ -58,18 +58,27 @@ def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # --- before the transaction -------------------------------------------------------------------
 
 
-def stored_events(community_id: int, client_ids: list[str]) -> Statement:
-    """Events already stored under these ids, with what renders their answer: found by their
-    key, then in the one partition the key's ``occurred_at`` names. An archived event's key
-    comes back without its event (null hash and record)."""
+def stored_keys(community_id: int, client_ids: list[str]) -> Statement:
+    """Ids already used, with where their event is: one probe of the key table each (new
+    events, the common case, stop here)."""
     return Statement(
-        "stored",
-        "SELECT k.client_id, e.body_hash, e.scoring, e.rule_version, m.external_id "
-        "FROM points_eventkey k "
-        "LEFT JOIN points_event e ON e.id = k.id AND e.occurred_at = k.occurred_at "
-        "LEFT JOIN points_member m ON m.id = e.member_id "
+        "keys_stored",
+        "SELECT k.client_id, k.id, k.occurred_at FROM points_eventkey k "
         "WHERE k.community_id = %s AND k.client_id = ANY(%s)",
         [community_id, client_ids],
+    )
+
+
+def stored_events(ids: list[int], occurred: list[dt.datetime]) -> Statement:
+    """The stored events of these keys, with what renders their answer. The times are
+    literals, so the planner looks only at their months' partitions (planning every month of
+    a partitioned table costs more than the lookup itself)."""
+    return Statement(
+        "stored",
+        "SELECT e.id, e.body_hash, e.scoring, e.rule_version, m.external_id "
+        "FROM points_event e JOIN points_member m ON m.id = e.member_id "
+        "WHERE e.id = ANY(%s) AND e.occurred_at = ANY(%s)",
+        [ids, occurred],
     )
 
 
@@ -181,7 +190,8 @@ def keys_read(
 
 def hashes_read(community_id: int, probes: Sequence[tuple[str, str, dt.datetime]]) -> Statement:
     """Counted events per (member, content hash) since a time: one index probe each (only
-    counted events keep their hash)."""
+    counted events keep their hash). The earliest time is repeated as a literal bound, so
+    the planner keeps only the months from it on."""
     return Statement(
         "hashes",
         """
@@ -192,17 +202,20 @@ def hashes_read(community_id: int, probes: Sequence[tuple[str, str, dt.datetime]
             SELECT e.content_hash, e.occurred_at FROM points_event e
             WHERE e.member_id = m.id AND e.content_hash = k.content_hash
               AND e.content_hash <> '' AND e.occurred_at >= k.since
-              AND e.reversed_at IS NULL
+              AND e.occurred_at >= %s AND e.reversed_at IS NULL
         ) e
         """,
-        [*([p[i] for p in probes] for i in range(3)), community_id],
+        [*([p[i] for p in probes] for i in range(3)), community_id, min(p[2] for p in probes)],
     )
 
 
 def scored_read(
     community_id: int, probes: Sequence[tuple[str, str, dt.datetime, int]]
 ) -> Statement:
-    """Events that paid points per (member, type) within a cooldown of a time."""
+    """Events that paid points per (member, type) within a cooldown of a time (the widest
+    window repeated as literal bounds, for the planner: see ``hashes_read``)."""
+    earliest = min(p[2] - dt.timedelta(seconds=p[3]) for p in probes)
+    latest = max(p[2] + dt.timedelta(seconds=p[3]) for p in probes)
     return Statement(
         "scored",
         """
@@ -216,9 +229,10 @@ def scored_read(
               AND e.occurred_at > k.at - k.gap * interval '1 second'
               AND e.occurred_at < k.at + k.gap * interval '1 second'
               AND e.type = k.type AND e.points > 0 AND e.reversed_at IS NULL
+              AND e.occurred_at > %s AND e.occurred_at < %s
         ) e
         """,
-        [*([p[i] for p in probes] for i in range(4)), community_id, community_id],
+        [*([p[i] for p in probes] for i in range(4)), community_id, community_id, earliest, latest],
     )
 
 
