@@ -151,7 +151,13 @@ def tallies_read(
     community_id: int, spans: Sequence[tuple[str, str, dt.date, dt.date, str]]
 ) -> Statement:
     """Summed day tallies per (member, span, start, type) for spans (member's external id,
-    span, first day, last day, type or '' for every type)."""
+    span, first day, last day, type or '' for every type).
+
+    One probe of the unique key per span: the tallies are read in a lateral subquery that
+    ``OFFSET 0`` keeps from being flattened into the join. Flattened, the community's constant
+    reaches the tallies, and on stale statistics the planner read the whole community's
+    tallies once and joined every span against them (measured in the load test: 0.2 s per
+    batch of 50, the step that held every member's lock)."""
     return Statement(
         "tallies",
         """
@@ -160,12 +166,15 @@ def tallies_read(
         FROM unnest(%s::text[], %s::text[], %s::date[], %s::date[], %s::text[])
              AS k(ext, span, start, stop, type)
         JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
-        JOIN points_dailytally t
-          ON t.community_id = %s AND t.member_id = m.id AND t.day BETWEEN k.start AND k.stop
-         AND (k.type = '' OR t.event_type = k.type)
+        CROSS JOIN LATERAL (
+            SELECT t.event_type, t.count, t.points FROM points_dailytally t
+            WHERE t.community_id = m.community_id AND t.member_id = m.id
+              AND t.day BETWEEN k.start AND k.stop AND (k.type = '' OR t.event_type = k.type)
+            OFFSET 0
+        ) t
         GROUP BY m.id, k.span, k.start, t.event_type
         """,
-        [*([s[i] for s in spans] for i in range(5)), community_id, community_id],
+        [*([s[i] for s in spans] for i in range(5)), community_id],
     )
 
 

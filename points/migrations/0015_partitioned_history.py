@@ -141,7 +141,13 @@ def forward(apps, schema_editor) -> None:
             )
         cursor.execute(KEY_TRIGGER)
         cursor.execute(LEDGER_APPEND_ONLY)
-        cursor.execute("ANALYZE points_event, points_ledgerentry, points_eventkey")
+        # Statistics for what was copied. Not for empty tables: "analyzed and empty" makes the
+        # planner trust a size of 0 and plan the foreign-key checks on the keys as sequential
+        # scans, cached for the session, until the next ANALYZE (never, where autovacuum is
+        # off); a never-analyzed table is sized from its pages instead.
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM points_eventkey)")
+        if cursor.fetchone()[0]:
+            cursor.execute("ANALYZE points_event, points_ledgerentry, points_eventkey")
 
 
 class Migration(migrations.Migration):
