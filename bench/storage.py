@@ -2,7 +2,7 @@
 
 ``python -m bench.storage`` (``BENCH_ONLY=storage make bench``) sets up one community with the
 default rules in its own database (``BENCH_STORAGE_DB``, default ``bench_storage``, recreated),
-then ingests ``BENCH_STORAGE_EVENTS`` (100,000) events from 3,000 members over 30 days through
+then ingests ``BENCH_STORAGE_EVENTS`` (50,000) events from 3,000 members over 30 days through
 the service's batch ingestion (``points.ingest.events_ingest``, batches of 500), in the mix of
 docs/scaling.md's capacity model (messages, reactions with an author, check-ins, shares and
 posts with content hashes, help, invites, joins, peer scores, featured content, leaves). Then
@@ -92,11 +92,14 @@ def _events(count: int, now: dt.datetime, rng: random.Random) -> list[Any]:
 
 
 def _sizes(cursor: Any, table: str) -> tuple[int, int, int]:
-    """(rows, heap bytes, index bytes), summed over the table's partitions if it has any."""
+    """(rows, heap bytes, index bytes), summed over the table's partitions if it has any
+    (``pg_partition_tree`` lists no row for a plain table: then the table itself)."""
     cursor.execute(
-        "SELECT COALESCE(sum(pg_table_size(relid)), 0), COALESCE(sum(pg_indexes_size(relid)), 0) "
-        "FROM pg_partition_tree(%s::regclass) WHERE isleaf",
-        [table],
+        "SELECT COALESCE(sum(pg_table_size(r)), 0), COALESCE(sum(pg_indexes_size(r)), 0) "
+        "FROM (SELECT relid AS r FROM pg_partition_tree(%s::regclass) WHERE isleaf "
+        "      UNION ALL SELECT %s::regclass WHERE NOT EXISTS "
+        "      (SELECT 1 FROM pg_partition_tree(%s::regclass) WHERE isleaf)) t",
+        [table, table, table],
     )
     heap, indexes = cursor.fetchone()
     cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (our own table names)
@@ -104,7 +107,7 @@ def _sizes(cursor: Any, table: str) -> tuple[int, int, int]:
 
 
 def main() -> int:
-    count = int(os.environ.get("BENCH_STORAGE_EVENTS", 100_000))
+    count = int(os.environ.get("BENCH_STORAGE_EVENTS", 50_000))
     dbname = os.environ.get("BENCH_STORAGE_DB", "bench_storage")
     keep_db = os.environ.get("BENCH_KEEP_DB") == "1"
     os.environ.setdefault("CELERY_BROKER_URL", "memory://localhost/")
