@@ -3,7 +3,9 @@
 A single event costs three round trips and the COMMIT after the API key, and so does a batch
 of 1,000:
 
-0. *Replays*, no lock: ids already stored answer with their first result (or 409).
+0. *Replays*, no lock: ids already stored answer with their first result (or 409). The key
+   table says which ids are stored; only then are their events read, from the months their
+   keys name (a replay costs one round trip more than a new event, decision 49).
 1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules.
 2. *Lock and read* (``state``), one pipeline: lock every member touched, in ``external_id``
    order, then read tallies, once-only keys, counted content hashes and cooldowns.

@@ -198,15 +198,23 @@ def test_koc_detection_reads_only_the_months_of_its_window(community: Community)
 
 
 def test_ensure_makes_missing_months_and_is_idempotent(db: None) -> None:
+    history.partitions_ensure()  # whatever a new month since the migration needs
     ahead = _month(_now_month(), history.MONTHS_AHEAD)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE {history.partition_name('points_event', ahead)}")  # noqa: S608
     created = history.partitions_ensure()
     assert created == [history.partition_name("points_event", ahead)]
     assert history.partitions_ensure() == []
-    later = timezone.now() + dt.timedelta(days=40)
+    later = timezone.now() + dt.timedelta(days=40)  # one or two months later
+    later_ahead = _month(later.astimezone(dt.UTC).date(), history.MONTHS_AHEAD)
+    months = []
+    month = _month(ahead, 1)
+    while month <= later_ahead:
+        months.append(month)
+        month = _month(month, 1)
+    assert months
     assert history.partitions_ensure(later) == [
-        history.partition_name(table, _month(ahead, 1)) for table in history.TABLES
+        history.partition_name(table, m) for table in history.TABLES for m in months
     ]
 
 
