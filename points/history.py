@@ -134,6 +134,14 @@ def month_archive(
             f"{month:%Y-%m} is still online: months before {online_floor(now):%Y-%m} may go "
             "(HISTORY_ONLINE_MONTHS)"
         )
+    if table == "points_ledgerentry" and (days := _longest_expiry_days(now)):
+        cutoff = (now - dt.timedelta(days=days)).astimezone(dt.UTC).date()
+        if month_start(month, 1) > cutoff:
+            # Its credits could still be expiring: expiry counts archived credits as expired.
+            raise HistoryError(
+                f"{month:%Y-%m} may still hold credits that have not expired (a community's "
+                f"expiry_days is {days}): months before {cutoff:%Y-%m-%d} may go"
+            )
     name = partition_name(table, month)
     record = HistoryArchive.objects.filter(table=table, month=month).first()
     if record is not None and record.state == HistoryArchive.State.ARCHIVED:
@@ -160,6 +168,17 @@ def month_archive(
         record.archived_at = timezone.now()
         record.save()
     return record
+
+
+def _longest_expiry_days(now: dt.datetime) -> int:
+    """The longest ``expiry_days`` in force in any community (0: none expires points)."""
+    from points.models import Community
+    from points.selectors import rules_in_force
+
+    return max(
+        (rules_in_force(c, now).rules.expiry_days or 0 for c in Community.objects.all()),
+        default=0,
+    )
 
 
 def _checkpoint(cursor, partition: str, through: dt.date) -> None:

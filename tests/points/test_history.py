@@ -320,14 +320,24 @@ def test_expiry_counts_the_archived_credits(community: Community, settings, tmp_
     )
     settings.HISTORY_ONLINE_MONTHS = 2
     _fire_deferred_checks()
-    for month in [p.month for p in history.partitions("points_ledgerentry") if p.month <= old]:
-        history.month_archive("points_ledgerentry", month, tmp_path)
-    assert not LedgerEntry.objects.filter(community=community).exists()
+    rule_set_publish(
+        community=community,
+        rules={**DEFAULT_RULES, "expiry_days": 400, "streak": None, "monthly_quota": None},
+        effective_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+    )
+    with pytest.raises(history.HistoryError, match="expiry_days is 400"):
+        history.month_archive("points_ledgerentry", old, tmp_path)  # its credits may not expire yet
+    first = history.partitions("points_ledgerentry")[0].month  # two years back: may go
+    history.month_archive("points_ledgerentry", first, tmp_path)
+    assert history.partitions("points_ledgerentry")[0].month == history.month_start(first, 1)
     rule_set_publish(
         community=community,
         rules={**DEFAULT_RULES, "expiry_days": 30, "streak": None, "monthly_quota": None},
         effective_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
     )
+    for month in [p.month for p in history.partitions("points_ledgerentry") if p.month <= old]:
+        history.month_archive("points_ledgerentry", month, tmp_path)
+    assert not LedgerEntry.objects.filter(community=community).exists()
     result = points_expire(community=community)
     assert result["members"] == 1
     assert result["points"] > 0
