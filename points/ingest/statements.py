@@ -58,14 +58,20 @@ def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # --- before the transaction -------------------------------------------------------------------
 
 
-def stored_keys(community_id: int, client_ids: list[str]) -> Statement:
+def stored_keys(community_id: int, client_ids: list[str], hinted: list[dt.datetime]) -> Statement:
     """Ids already used, with where their event is: one probe of the key table each (new
-    events, the common case, stop here)."""
+    events, the common case, stop here). A replay usually carries its first ``occurred_at``:
+    the events stored at those times (``hinted``, literals, so the planner looks only at their
+    months) come back in the same statement; the others cost ``stored_events``."""
     return Statement(
         "keys_stored",
-        "SELECT k.client_id, k.id, k.occurred_at FROM points_eventkey k "
+        "SELECT k.client_id, k.id, k.occurred_at, e.body_hash, e.scoring, e.rule_version, "
+        "m.external_id FROM points_eventkey k "
+        "LEFT JOIN points_event e ON e.id = k.id AND e.occurred_at = k.occurred_at "
+        "AND e.occurred_at = ANY(%s::timestamptz[]) "
+        "LEFT JOIN points_member m ON m.id = e.member_id "
         "WHERE k.community_id = %s AND k.client_id = ANY(%s)",
-        [community_id, client_ids],
+        [hinted, community_id, client_ids],
     )
 
 
@@ -93,7 +99,7 @@ def prior_joins(community_id: int, joiners: list[str]) -> Statement:
                   JOIN points_member m ON m.id = e.member_id
                  WHERE e.community_id = %s AND e.type = 'invite' AND e.target = j.ext
                    AND e.reversed_at IS NULL AND m.external_id <> j.ext
-                 ORDER BY e.occurred_at, e.id LIMIT 1),
+                 ORDER BY e.id LIMIT 1),  -- arrived first: ids are taken as events arrive
                EXISTS (SELECT 1 FROM points_event e
                   JOIN points_member m ON m.id = e.member_id
                  WHERE e.community_id = %s AND e.type = 'join' AND m.community_id = %s

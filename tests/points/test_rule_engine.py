@@ -242,6 +242,21 @@ def test_invites_pay_when_the_invitee_joins_once_and_never_for_a_rejoin(
     assert (_balanced("ann"), _balanced("bob"), _balanced("new1")) == (10, 0, 0)
 
 
+def test_the_invite_that_arrived_first_pays_even_when_another_is_dated_earlier(
+    community: Community,
+) -> None:
+    """Decision 43 names arrival, not the time the bot wrote on the invite (found by the
+    differential test: the stored invites were ordered by ``occurred_at``)."""
+    now = dt.datetime.now(dt.UTC)
+    _post(community, EventInput("i1", "invite", "ann", target="fay", occurred_at=now))
+    _post(
+        community,
+        EventInput("i2", "invite", "bob", target="fay", occurred_at=now - dt.timedelta(minutes=1)),
+    )
+    [joined] = _post(community, EventInput("j1", "join", "fay"))
+    assert [a["member"] for a in joined["awards"]] == ["ann"]
+
+
 def test_peer_scores_are_stored_and_pay_nobody(community: Community) -> None:
     [result] = _post(community, EventInput("p1", "peer_score", "ann", target="bob", score=4))
     assert (result["points"], result["awards"]) == (0, [])
