@@ -29,6 +29,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from points.models import HistoryArchive
+from points.timeutils import month_start
 
 TABLES = {"points_event": "occurred_at", "points_ledgerentry": "created_at"}
 MONTHS_AHEAD = 3
@@ -37,11 +38,6 @@ DEFAULT_ONLINE_MONTHS = 24
 
 class HistoryError(Exception):
     """A month that may not be archived (still online, already gone, or not a month)."""
-
-
-def month_start(day: dt.date, add: int = 0) -> dt.date:
-    index = day.year * 12 + day.month - 1 + add
-    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def online_months() -> int:

@@ -19,8 +19,10 @@ def local_day(instant: dt.datetime, timezone_name: str) -> dt.date:
     return instant.astimezone(community_zone(timezone_name)).date()
 
 
-def month_start(day: dt.date) -> dt.date:
-    return day.replace(day=1)
+def month_start(day: dt.date, add: int = 0) -> dt.date:
+    """The first day of ``day``'s month, or of the month ``add`` months later (or earlier)."""
+    index = day.year * 12 + day.month - 1 + add
+    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def week_start(day: dt.date) -> dt.date:
