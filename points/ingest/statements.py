@@ -27,26 +27,37 @@ class Statement(NamedTuple):
 
 
 def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
-    """Run the statements in one pipeline; each one's rows by its name (empty when it returns
-    none). Errors surface here and abort the transaction."""
+    """Run the statements in one round trip (a pipeline when there are several); each one's
+    rows by its name (empty when it returns none). Errors surface here and abort the
+    transaction."""
     raw = connection.connection
     if raw is None:
         connection.ensure_connection()
         raw = connection.connection
-    results: dict[str, list[tuple[Any, ...]]] = {}
-    # Errors raised by the pipeline itself come from psycopg, not through Django's cursor:
-    # wrap them as Django's (so a broken connection is marked and replaced, as usual).
-    with connection.wrap_database_errors, raw.pipeline() as pipeline:
-        cursors = []
-        for statement in statements:
-            cursor = connection.cursor()
-            cursor.execute(statement.sql, statement.params)
-            cursors.append((statement.name, cursor))
-        pipeline.sync()
-        for name, cursor in cursors:
-            results[name] = list(cursor.fetchall()) if cursor.description else []
-            cursor.close()
-    return results
+    # psycopg's own cursors (with the client-side binding Django gives the connection), not
+    # Django's cursor wrappers, whose layers (debug hooks, execute wrappers, an object per
+    # cursor) cost more CPU than the statements' own adaptation on this hot path. What they
+    # guard is kept: a transaction already doomed by an error refuses to go on, and
+    # psycopg's errors become Django's (so a broken connection is marked and replaced).
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors:
+        if len(statements) == 1:  # no pipeline to open and sync for one statement
+            [statement] = statements
+            with raw.cursor() as cursor:
+                cursor.execute(statement.sql, statement.params)
+                return {statement.name: cursor.fetchall() if cursor.description else []}
+        results: dict[str, list[tuple[Any, ...]]] = {}
+        with raw.pipeline() as pipeline:
+            cursors = []
+            for statement in statements:
+                cursor = raw.cursor()
+                cursor.execute(statement.sql, statement.params)
+                cursors.append((statement.name, cursor))
+            pipeline.sync()
+            for name, cursor in cursors:
+                results[name] = cursor.fetchall() if cursor.description else []
+                cursor.close()
+        return results
 
 
 def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
