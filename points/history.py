@@ -114,8 +114,8 @@ def partitions_ensure(now: dt.datetime | None = None) -> list[str]:
 def month_archive(
     table: str, month: dt.date, directory: Path, now: dt.datetime | None = None
 ) -> HistoryArchive:
-    """Take one month of ``table`` off the primary: detach (a ledger month leaves its sums in
-    ``LedgerCheckpoint``, in the same transaction), copy it to
+    """Take one month of ``table`` off the primary: detach (a ledger month first leaves its
+    sums in ``LedgerCheckpoint``, in the same transaction), copy it to
     ``<directory>/<partition>.csv.gz``, record the file's SHA-256 and row count, drop it.
 
     Only a month wholly before the online floor may go: no event can be dated in it any more
@@ -150,9 +150,14 @@ def month_archive(
             # Oldest first: a checkpoint's last balance must come from its latest month.
             raise HistoryError(f"archive {partition_name(table, attached[0])} first")
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
             if table == "points_ledgerentry":
+                # Sum the month first, holding it against writers only (reads go on), then
+                # detach: the parent's exclusive lock, which stops every write of the
+                # ledger, is held from the detach to the commit, not while the month is
+                # summed. Both in one transaction: no reader sees the month in both places.
+                cursor.execute(f"LOCK TABLE {name} IN SHARE MODE")
                 _checkpoint(cursor, name, month_start(month, 1))
+            cursor.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
             record = HistoryArchive.objects.create(
                 table=table, month=month, state=HistoryArchive.State.DETACHED, detached_at=now
             )

@@ -272,8 +272,11 @@ def test_a_month_is_archived_and_every_total_still_agrees(
         history.month_archive("points_event", old, tmp_path)  # older months first
     for table in history.TABLES:
         for month in [p.month for p in history.partitions(table) if p.month <= old]:
-            record = history.month_archive(table, month, tmp_path)
+            with CaptureQueriesContext(connection) as captured:
+                record = history.month_archive(table, month, tmp_path)
             assert record.state == HistoryArchive.State.ARCHIVED
+            if table == "points_ledgerentry":
+                _assert_summed_before_the_detach(captured.captured_queries)
     with pytest.raises(history.HistoryError, match="still online"):
         history.month_archive("points_event", _month(_now_month(), -1), tmp_path)
 
@@ -303,6 +306,18 @@ def test_a_month_is_archived_and_every_total_still_agrees(
     assert replay.status == "invalid"
     assert [e.code for e in replay.errors] == ["archived"]
     assert history.partitions_ensure() == []  # archived months are not made again
+
+
+def _assert_summed_before_the_detach(queries: list[dict[str, str]]) -> None:
+    """A ledger month is summed while only the month itself is held against writers; the
+    parent's exclusive lock (the detach, which stops every ledger write) comes last, just
+    before the commit."""
+    sql = [" ".join(q["sql"].split()) for q in queries]
+    lock = next(i for i, q in enumerate(sql) if q.startswith("LOCK TABLE points_ledgerentry_p"))
+    checkpoint = next(i for i, q in enumerate(sql) if "INTO points_ledgercheckpoint" in q)
+    detach = next(i for i, q in enumerate(sql) if "DETACH PARTITION" in q)
+    assert "IN SHARE MODE" in sql[lock]
+    assert lock < checkpoint < detach
 
 
 def test_expiry_counts_the_archived_credits(community: Community, settings, tmp_path) -> None:
