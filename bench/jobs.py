@@ -1029,7 +1029,9 @@ def measure(
             SELECT (SELECT count(*) FROM points_member WHERE community_id = %(c)s),
                    (SELECT count(*) FROM points_event WHERE community_id = %(c)s),
                    (SELECT count(*) FROM points_dailytally WHERE community_id = %(c)s),
-                   pg_size_pretty(pg_total_relation_size('points_event')),
+                   pg_size_pretty((SELECT sum(pg_total_relation_size(inhrelid))::bigint
+                                   FROM pg_inherits  -- the months: the parent holds nothing
+                                   WHERE inhparent = 'points_event'::regclass)),
                    pg_size_pretty(pg_total_relation_size('points_dailytally'))
             """,
             {"c": community.pk},
