@@ -60,11 +60,12 @@ loadtest: $(STAMP)
 	DB_PREFER_LOCAL=1 $(BIN)/python -m bench.loadtest
 
 ## API fuzzing with many more examples than CI runs (schemathesis, every operation), and the
-## ledger's differential test on new random examples (CI runs a fixed set).
+## ledger's differential test and the event validator's shortcut on new random examples (CI runs a
+## fixed set).
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q tests/fuzz
 	DIFF_RANDOM=1 DIFF_EXAMPLES=$${DIFF_EXAMPLES:-300} $(BIN)/python -m pytest -q \
-		tests/points/test_differential.py
+		tests/points/test_differential.py tests/api/test_plain_validation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

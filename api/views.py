@@ -195,7 +195,8 @@ class EventCreateView(APIView):
     )
     def post(self, request: Request, community: str) -> Response:
         found = _community(request)
-        data = event_validator().run_validation(request.data)
+        validator = event_validator()
+        data = validator.plain_validation(request.data) or validator.run_validation(request.data)
         event = EventInputSerializer.event_from(data)
         outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
         member_wrote(found.pk, [event], [outcome])  # their reads: the primary (docs/scaling.md)
@@ -308,7 +309,9 @@ class EventBatchView(APIView):
                 )
                 continue
             try:
-                data = validator.run_validation(item if item is not None else empty)
+                data = validator.plain_validation(item) or validator.run_validation(
+                    item if item is not None else empty
+                )
             except ValidationError as exc:
                 results[position] = _batch_error(
                     item.get("id") if isinstance(item, dict) else None,
