@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.exceptions import ValidationError
 
-from api.serializers import EventInputSerializer
+from api.serializers import PLAIN_EVENT_FIELDS, ContentInputSerializer, EventInputSerializer
 
 ODD = st.text(alphabet="ab _\t\n\x00\ud800\udfff\u200b\u3164/.", max_size=6)
 TEXT = st.one_of(
@@ -216,7 +216,15 @@ def test_the_shape_bots_send_takes_the_shortcut(event: dict[str, Any]) -> None:
         {"id": "e-1", "type": "check_in", "member": "m", "meta": None},
         {"id": "e-1", "type": "check_in"},
         {"id": "e-1", "type": "check_in", "member": "m", "content": {"id": "c", "extra": 1}},
+        {"id": "e-1", "type": "check_in", "member": "m", "extra": 1},  # a key it does not know
     ],
 )
 def test_anything_else_goes_to_drf(event: dict[str, Any]) -> None:
     assert EventInputSerializer().plain_validation(event) is None
+
+
+def test_the_shortcut_knows_every_field_of_the_serializer() -> None:
+    """A field added to the serializer and not to the shortcut would be dropped from plain
+    events: the shortcut handles exactly the declared fields (and declines any other key)."""
+    assert set(EventInputSerializer().fields) == PLAIN_EVENT_FIELDS
+    assert tuple(ContentInputSerializer().fields) == ContentInputSerializer.FIELDS_ORDER
