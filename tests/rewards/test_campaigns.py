@@ -92,7 +92,9 @@ def _create(community: Community, client_id: str = "c1", **fields: Any) -> Campa
 def _shares(campaign: Campaign) -> list[tuple[str, int]]:
     return [
         (a.member.external_id if a.member else "", a.amount_fen)
-        for a in Allocation.objects.filter(campaign=campaign).select_related("member")
+        for a in Allocation.objects.filter(campaign=campaign)
+        .select_related("member")
+        .order_by("index")  # packet order; rows come back in any order without it
     ]
 
 
