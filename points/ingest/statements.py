@@ -36,7 +36,7 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
         raw = connection.connection
     # psycopg's own cursors (with the client-side binding Django gives the connection), not
     # Django's cursor wrappers, whose layers (debug hooks, execute wrappers, an object per
-    # cursor) cost more CPU than the statements' own adaptation on this hot path. What they
+    # cursor) cost about as much CPU as the statements' own adaptation here. What they
     # guard is kept: a transaction already doomed by an error refuses to go on, and
     # psycopg's errors become Django's (so a broken connection is marked and replaced).
     connection.validate_no_broken_transaction()
