@@ -87,7 +87,7 @@ _validators = threading.local()
 
 def event_validator() -> EventInputSerializer:
     """This thread's ``EventInputSerializer``, built once and used for validation only
-    (``run_validation``, which keeps no state on the serializer): DRF deep-copies a
+    (``validated``, which keeps no state on the serializer): DRF deep-copies a
     serializer's declared fields into every new instance, which was a tenth of a single
     event's CPU. One per thread: a bound field is not meant to be shared across threads."""
     validator: EventInputSerializer | None = getattr(_validators, "event", None)
@@ -195,9 +195,7 @@ class EventCreateView(APIView):
     )
     def post(self, request: Request, community: str) -> Response:
         found = _community(request)
-        validator = event_validator()
-        data = validator.plain_validation(request.data) or validator.run_validation(request.data)
-        event = EventInputSerializer.event_from(data)
+        event = EventInputSerializer.event_from(event_validator().validated(request.data))
         outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
         member_wrote(found.pk, [event], [outcome])  # their reads: the primary (docs/scaling.md)
         record_ingest([outcome], {event.client_id: event.type})
@@ -309,9 +307,7 @@ class EventBatchView(APIView):
                 )
                 continue
             try:
-                data = validator.plain_validation(item) or validator.run_validation(
-                    item if item is not None else empty
-                )
+                data = validator.validated(item if item is not None else empty)
             except ValidationError as exc:
                 results[position] = _batch_error(
                     item.get("id") if isinstance(item, dict) else None,
