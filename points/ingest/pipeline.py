@@ -153,7 +153,7 @@ def _statements(
     if writes.entries:
         out.append(statements.entries_insert(community_id, now, writes.entries))
     members = sorted(members, key=lambda m: m.id)
-    out.append(statements.members_update(community_id, members))
+    out.append(statements.members_update(members))
     active = {m.id: m.status == MemberStatus.ACTIVE for m in members}
     if writes.periods:
         deltas = [(*k, points, active[k[0]]) for k, points in sorted(writes.periods.items())]
