@@ -208,7 +208,11 @@ class Event(models.Model):
     """
 
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="events"
+        Community,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # implied by the member's (decision 52)
+        related_name="events",
     )
     client_id = models.CharField(max_length=128)
     member = models.ForeignKey(
@@ -289,7 +293,11 @@ class LedgerEntry(models.Model):
     Django."""
 
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+        Community,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # implied by the member's (decision 52)
+        related_name="+",
     )
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, db_index=False, related_name="entries"
@@ -348,7 +356,11 @@ class DailyTally(models.Model):
     TOTAL = "*"
 
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+        Community,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # implied by the member's (decision 52)
+        related_name="+",
     )
     member = models.ForeignKey(Member, on_delete=models.PROTECT, db_index=False, related_name="+")
     day = models.DateField()
@@ -417,7 +429,11 @@ class PeriodTotal(models.Model):
     ALL_TIME_START = dt.date(2000, 1, 1)
 
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+        Community,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # implied by the member's (decision 52)
+        related_name="+",
     )
     member = models.ForeignKey(
         Member, on_delete=models.PROTECT, db_index=False, related_name="period_totals"
@@ -517,7 +533,11 @@ class AwardOnce(models.Model):
     Deleted when the award is reversed, so that it can be earned again."""
 
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+        Community,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # implied by the member's (decision 52)
+        related_name="+",
     )
     key = models.CharField(max_length=300)
     member = models.ForeignKey(Member, on_delete=models.PROTECT, db_index=False, related_name="+")
