@@ -86,9 +86,11 @@ def stored_keys(community_id: int, client_ids: list[str], hinted: list[dt.dateti
         "m.external_id FROM unnest(%s::text[]) AS c(client_id) "
         "CROSS JOIN LATERAL (SELECT k.id, k.client_id, k.occurred_at FROM points_eventkey k "
         "WHERE k.community_id = %s AND k.client_id = c.client_id OFFSET 0) k "
-        "LEFT JOIN points_event e ON e.id = k.id AND e.occurred_at = k.occurred_at "
-        "AND e.occurred_at = ANY(%s::timestamptz[]) "
-        "LEFT JOIN points_member m ON m.id = e.member_id",
+        "LEFT JOIN LATERAL (SELECT e.body_hash, e.scoring, e.rule_version, e.member_id "
+        "FROM points_event e WHERE e.id = k.id AND e.occurred_at = k.occurred_at "
+        "AND e.occurred_at = ANY(%s::timestamptz[]) OFFSET 0) e ON true "
+        "LEFT JOIN LATERAL (SELECT m.external_id FROM points_member m "
+        "WHERE m.id = e.member_id OFFSET 0) m ON true",
         [client_ids, community_id, hinted],
     )
 
@@ -113,18 +115,30 @@ def prior_joins(community_id: int, joiners: list[str]) -> Statement:
         "joins",
         """
         SELECT j.ext,
-               (SELECT m.external_id FROM points_event e
-                  JOIN points_member m ON m.id = e.member_id
-                 WHERE e.community_id = %s AND e.type = 'invite' AND e.target = j.ext
-                   AND e.reversed_at IS NULL AND m.external_id <> j.ext
+               (SELECT m.external_id
+                  FROM (  -- OFFSET 0: found by target, not by walking the ids in order
+                    SELECT e.id, e.member_id FROM points_event e
+                    WHERE e.community_id = %s AND e.type = 'invite' AND e.target = j.ext
+                      AND e.target <> ''  -- lets the partial (community, type, target) index in
+                      AND e.reversed_at IS NULL
+                    OFFSET 0
+                  ) e
+                  CROSS JOIN LATERAL (
+                    SELECT m.external_id FROM points_member m WHERE m.id = e.member_id OFFSET 0
+                  ) m
+                 WHERE m.external_id <> j.ext
                  ORDER BY e.id LIMIT 1),  -- arrived first: ids are taken as events arrive
-               EXISTS (SELECT 1 FROM points_event e
-                  JOIN points_member m ON m.id = e.member_id
-                 WHERE e.community_id = %s AND e.type = 'join' AND m.community_id = %s
-                   AND m.external_id = j.ext)
+               EXISTS (SELECT 1 FROM points_member m
+                 CROSS JOIN LATERAL (
+                   SELECT 1 FROM points_event e
+                   WHERE e.community_id = m.community_id AND e.member_id = m.id
+                     AND e.type = 'join'
+                   OFFSET 0
+                 ) e
+                 WHERE m.community_id = %s AND m.external_id = j.ext)
         FROM unnest(%s::text[]) AS j(ext)
         """,
-        [community_id, community_id, community_id, joiners],
+        [community_id, community_id, joiners],
     )
 
 
@@ -195,7 +209,10 @@ def tallies_read(
                sum(t.points)::int, (count(*) FILTER (WHERE t.count > 0))::int
         FROM unnest(%s::text[], %s::text[], %s::date[], %s::date[], %s::text[])
              AS k(ext, span, start, stop, type)
-        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
+        CROSS JOIN LATERAL (  -- one probe per key, whatever the plan (module docstring)
+            SELECT m.id, m.community_id FROM points_member m
+            WHERE m.community_id = %s AND m.external_id = k.ext OFFSET 0
+        ) m
         CROSS JOIN LATERAL (
             SELECT t.event_type, t.count, t.points FROM points_dailytally t
             WHERE t.community_id = m.community_id AND t.member_id = m.id
@@ -242,12 +259,16 @@ def hashes_read(community_id: int, probes: Sequence[tuple[str, str, dt.datetime]
         """
         SELECT m.id, e.content_hash, e.occurred_at
         FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(ext, content_hash, since)
-        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
+        CROSS JOIN LATERAL (  -- one probe per key, whatever the plan (module docstring)
+            SELECT m.id, m.community_id FROM points_member m
+            WHERE m.community_id = %s AND m.external_id = k.ext OFFSET 0
+        ) m
         CROSS JOIN LATERAL (
             SELECT e.content_hash, e.occurred_at FROM points_event e
             WHERE e.member_id = m.id AND e.content_hash = k.content_hash
               AND e.content_hash <> '' AND e.occurred_at >= k.since
               AND e.occurred_at >= %s AND e.reversed_at IS NULL
+            OFFSET 0
         ) e
         """,
         [*([p[i] for p in probes] for i in range(3)), community_id, min(p[2] for p in probes)],
@@ -267,7 +288,10 @@ def scored_read(
         SELECT m.id, k.type, e.occurred_at
         FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[])
              AS k(ext, type, at, gap)
-        JOIN points_member m ON m.community_id = %s AND m.external_id = k.ext
+        CROSS JOIN LATERAL (  -- one probe per key, whatever the plan (module docstring)
+            SELECT m.id, m.community_id FROM points_member m
+            WHERE m.community_id = %s AND m.external_id = k.ext OFFSET 0
+        ) m
         CROSS JOIN LATERAL (
             SELECT e.occurred_at FROM points_event e
             WHERE e.community_id = %s AND e.member_id = m.id
@@ -275,6 +299,7 @@ def scored_read(
               AND e.occurred_at < k.at + k.gap * interval '1 second'
               AND e.type = k.type AND e.points > 0 AND e.reversed_at IS NULL
               AND e.occurred_at > %s AND e.occurred_at < %s
+            OFFSET 0
         ) e
         """,
         [*([p[i] for p in probes] for i in range(4)), community_id, community_id, earliest, latest],

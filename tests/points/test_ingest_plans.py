@@ -1,0 +1,190 @@
+"""Ingestion's look-ups probe an index per key whatever the planner knows (decision 52).
+
+The statements are prepared, so after five runs a connection may use a generic plan, which
+does not know how many keys an array holds; without statistics (a new deployment, a table
+autovacuum has not reached) PostgreSQL chose, for ``community_id = %s AND key = ANY(%s)``, to
+read the community's whole range of the unique index and test each row against the array.
+Here every statement that looks rows up by key is planned generically with no statistics,
+over a community of a few thousand members and events, and each scan of a table it looks up
+must be an index scan whose condition names the key, not the community alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+
+from points.ingest import statements
+from points.ingest.records import LedgerRow, OnceKey
+from points.models import Community
+
+MEMBERS = 3000
+# The tables looked up by key, and the columns a probe of each must name besides the community.
+KEY_COLUMNS = {
+    "points_member": ("external_id", "id"),
+    "points_eventkey": ("client_id",),
+    "points_awardonce": ("key",),
+    "points_dailytally": ("member_id",),
+    # its months (points_event_pYYYY_MM); a cooldown's look-up may take the index of the
+    # type's events over the cooldown's minutes instead of the member's
+    "points_event": ("id", "member_id", "target", "type"),
+}
+LOOKED_UP = tuple(KEY_COLUMNS)
+PROBES = ("Index Scan", "Index Only Scan", "Bitmap Heap Scan")  # a bitmap's condition: its index's
+
+
+@pytest.fixture
+def crowded(community: Community) -> Community:
+    """A community of ``MEMBERS`` members with an event each, and no statistics."""
+    now = dt.datetime.now(dt.UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO points_member (community_id, external_id, display_name, status, "
+            "balance, held, lifetime_points, owed, streak_days, joined_at, last_event_at, "
+            "created_at) SELECT %s, 'm' || lpad(n::text, 5, '0'), '', 'active', 0, 0, 0, 0, 0, "
+            "%s, %s, %s FROM generate_series(1, %s) AS n",
+            [community.pk, now, now, now, MEMBERS],
+        )
+        cursor.execute(  # an event each (a trigger writes its key), in this month
+            "INSERT INTO points_event (id, community_id, client_id, member_id, type, "
+            'occurred_at, received_at, local_day, target, score, "group", meta, body_hash, '
+            "rule_version, points, scoring, beneficiary_id, content_hash) "
+            "SELECT m.id, m.community_id, 'e-' || m.id, m.id, 'share', %s, %s, %s, '', NULL, "
+            "'', '{}', '', 1, 1, '{}', m.id, 'h' || m.id FROM points_member m "
+            "WHERE m.community_id = %s",
+            [now, now, now.date(), community.pk],
+        )
+        tables = [*LOOKED_UP, "points_periodtotal", "points_event", "points_ledgerentry"]
+        cursor.execute("DELETE FROM pg_statistic WHERE starelid = ANY(%s::regclass[])", [tables])
+        cursor.execute(
+            "UPDATE pg_class SET reltuples = -1 WHERE oid = ANY(%s::regclass[])", [tables]
+        )
+    return community
+
+
+def _generic_plan(statement: statements.Statement) -> dict[str, Any]:
+    """EXPLAIN of the statement's generic plan (what a prepared statement may run)."""
+    count = 0
+
+    def number(_match: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    sql = re.sub(r"%s", number, statement.sql)
+    raw = connection.connection
+    with psycopg.ClientCursor(raw) as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE probe_plan AS {sql}")
+        try:
+            arguments = ", ".join(["%s"] * len(statement.params))
+            cursor.execute(
+                f"EXPLAIN (FORMAT JSON) EXECUTE probe_plan({arguments})", statement.params
+            )
+            return cursor.fetchone()[0][0]["Plan"]  # type: ignore[index]
+        finally:
+            cursor.execute("DEALLOCATE probe_plan")
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _bad_scans(plan: dict[str, Any]) -> list[str]:
+    """Scans of a looked-up table that are not an index probe by its key."""
+    this_month = f"points_event_p{dt.datetime.now(dt.UTC):%Y_%m}"
+    bad = []
+    for node in _nodes(plan):
+        name = node.get("Relation Name", "")
+        table = re.sub(r"_p\d{4}_\d{2}$", "", name)
+        if table != name and name != this_month:
+            continue  # another month: empty here, and pruned when the statement runs
+        if table not in KEY_COLUMNS or "Scan" not in node["Node Type"]:
+            continue
+        condition = node.get("Index Cond", node.get("Recheck Cond", ""))
+        if node["Node Type"] not in PROBES or not any(
+            re.search(rf"\b{column}\b", condition) for column in KEY_COLUMNS[table]
+        ):
+            bad.append(f"{node['Node Type']} on {name}: {condition or node.get('Filter', '')}")
+    return bad
+
+
+def _outline(plan: dict[str, Any], depth: int = 0) -> str:
+    """The plan as indented lines (node, relation, conditions), for a failure's message."""
+    parts = [plan["Node Type"], plan.get("Relation Name", "")]
+    parts += [
+        f"{k}: {plan[k]}"
+        for k in ("Index Name", "Index Cond", "Recheck Cond", "Filter")
+        if k in plan
+    ]
+    lines = ["  " * depth + " ".join(p for p in parts if p)]
+    lines += [_outline(child, depth + 1) for child in plan.get("Plans", [])]
+    return "\n".join(lines)
+
+
+def _members(n: int) -> list[str]:
+    return [f"m{i:05d}" for i in range(1, n + 1)]
+
+
+def _statements(community_id: int) -> list[statements.Statement]:
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+    exts = _members(400)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(id) FROM points_member WHERE community_id = %s", [community_id])
+        first = cursor.fetchone()[0]
+    ids = [f"e-{i}" for i in range(first, first + 400)]
+    entries = [LedgerRow(c, 1, "award", 1, 1, "points.check_in", 1, "") for c in ids]
+    keys = [OnceKey(f"k-{c}", 1, c, "streak", "") for c in ids]
+    return [
+        statements.stored_keys(community_id, ids, [now]),
+        statements.members_lock(community_id, exts),
+        statements.tallies_read(
+            community_id, [(ext, "day", today, today, "check_in") for ext in exts]
+        ),
+        statements.keys_read(community_id, [k.key for k in keys], [("s:", e, ":x") for e in exts]),
+        statements.keys_insert(community_id, now, keys),
+        statements.entries_insert(community_id, now, entries),
+        statements.hashes_read(
+            community_id, [(ext, "h", now - dt.timedelta(days=7)) for ext in exts]
+        ),
+        statements.scored_read(community_id, [(ext, "share", now, 600) for ext in exts]),
+        statements.prior_joins(community_id, exts),
+    ]
+
+
+def test_every_look_up_by_key_is_an_index_probe_in_a_generic_plan(crowded: Community) -> None:
+    checked = []
+    for statement in _statements(crowded.pk):
+        plan = _generic_plan(statement)
+        assert not _bad_scans(plan), (statement.name, _bad_scans(plan), _outline(plan))
+        checked.append(statement.name)
+    assert checked == [
+        "keys_stored",
+        "members",
+        "tallies",
+        "keys",
+        "keys_insert",
+        "entries",
+        "hashes",
+        "scored",
+        "joins",
+    ]
+
+
+def test_the_check_sees_the_plan_it_guards_against(crowded: Community) -> None:
+    """The statement form decision 52 replaced, planned the same way, is caught."""
+    old = statements.Statement(
+        "members_any",
+        "SELECT m.id FROM points_member m WHERE m.community_id = %s AND m.external_id = ANY(%s) "
+        'ORDER BY m.external_id COLLATE "C" FOR NO KEY UPDATE OF m',
+        [crowded.pk, _members(400)],
+    )
+    assert _bad_scans(_generic_plan(old))
