@@ -6,6 +6,7 @@ orchestrator and its docstring the map; ``points.scoring`` decides what each eve
 | ``records`` | the typed records: input, outcome, plan, member state, rows to write |
 | ``validate`` | event-shape rules, member ids, display names, the ``occurred_at`` window |
 | ``plan`` | step 1: shape checks and plans (who is paid, which day, which rules) |
+| ``parts`` | step 1b: a large batch in parts that share no member, a transaction each |
 | ``state`` | step 2: lock the members, read tallies, keys, hashes, cooldowns |
 | ``scorer`` | step 3: score in memory with ``points.scoring`` |
 | ``statements`` | the SQL: one named builder per statement, run in one pipeline |

@@ -1,18 +1,21 @@
 """Event ingestion, the orchestrator: store, score and post a batch of events, each exactly once.
 
-A single event costs three round trips and the COMMIT after the API key, and so does a batch
-of 1,000:
+A single event costs three round trips and the COMMIT after the API key, and so does each
+part of a batch (one part up to 199 events, at most four from 400 on):
 
 0. *Replays*, no lock: ids already stored answer with their first result (or 409). The key
    table says which ids are stored; only then are their events read, from the months their
    keys name (a replay costs one round trip more than a new event, decision 49).
-1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules.
+1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules. A large
+   batch is split (``parts``) into parts that share no member, each written in its own
+   transaction by steps 2-4, so that concurrent batches need not wait for each other whole.
 2. *Lock and read* (``state``), one pipeline: lock every member touched, in ``external_id``
    order, then read tallies, once-only keys, counted content hashes and cooldowns.
 3. *Score* (``scorer``) in memory with ``points.scoring``, event after event.
 4. *Write* (``statements``), one pipeline: events, tallies, once-only keys, ledger entries,
    members, period totals. If another transaction committed one of our ids or keys
-   meanwhile, an insert says so and we start over: each id is scored once.
+   meanwhile, an insert says so and we start over with the events not yet written: each id
+   is scored once, and an event's outcome is set only once its part has committed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from django.utils import timezone
 from points import outbox
 from points.exceptions import FieldError
 from points.ingest import statements
+from points.ingest.parts import plan_parts
 from points.ingest.plan import plan_events
 from points.ingest.records import EventInput, IngestOutcome, IngestStatus, MemberState, Plan
 from points.ingest.scorer import Scorer
@@ -49,21 +53,34 @@ def event_ingest(*, community: Community, event: EventInput) -> IngestOutcome:
 def events_ingest(
     *, community: Community, events: Sequence[EventInput], now: dt.datetime | None = None
 ) -> list[IngestOutcome]:
-    """Store, score and post a batch of events, each exactly once, in one transaction.
+    """Store, score and post a batch of events, each exactly once.
 
     Every item is independent: an invalid item, a replay or a conflict does not affect the
-    others. Locks: the rows of every member the batch touches, in ``external_id`` order;
-    nothing else. A concurrent commit of one of our ids or keys makes us start over."""
+    others. A batch of a few hundred events is written in parts that share no member, one
+    transaction each (``parts``, decision 53); a smaller one in one transaction. Locks: the
+    rows of every member a part touches, in ``external_id`` order; nothing else. A concurrent
+    commit of one of our ids or keys makes us start over with what is not yet written."""
     now = now or timezone.now()
+    outcomes: list[IngestOutcome | None] = [None] * len(events)
+    hashes = [e.body_hash() for e in events]
+    first_index: dict[str, int] = {}  # the first copy of an id in the batch is the one scored
+    for i, event in enumerate(events):
+        first_index.setdefault(event.client_id, i)
+    firsts = sorted(first_index.values())
+    stored: dict[str, Any] = {}
     for _attempt in range(ATTEMPTS):
+        todo = [i for i in firsts if outcomes[i] is None and events[i].client_id not in stored]
         try:
-            outcomes = _ingest_once(community, events, now)
+            _ingest_new(community, events, hashes, todo, now, outcomes, stored)
         except (_ConcurrentDuplicate, RulesChanged):
             continue
-        if any(o.status == IngestStatus.ACCEPTED for o in outcomes):
-            transaction.on_commit(partial(_refresh_ranks, community.pk))
-        return outcomes
-    raise RuntimeError("event ingestion kept racing with concurrent duplicates")
+        break
+    else:
+        raise RuntimeError("event ingestion kept racing with concurrent duplicates")
+    answered = _copies_answered(events, hashes, first_index, outcomes, stored)
+    if any(o.status == IngestStatus.ACCEPTED for o in answered):
+        transaction.on_commit(partial(_refresh_ranks, community.pk))
+    return answered
 
 
 def _refresh_ranks(community_id: int) -> None:
@@ -72,27 +89,47 @@ def _refresh_ranks(community_id: int) -> None:
     rank_refresh_soon(community_id)
 
 
-def _ingest_once(
-    community: Community, events: Sequence[EventInput], now: dt.datetime
-) -> list[IngestOutcome]:
-    outcomes: list[IngestOutcome | None] = [None] * len(events)
-    hashes = [e.body_hash() for e in events]
-    first_index: dict[str, int] = {}  # the first copy of an id in the batch is the one scored
-    for i, event in enumerate(events):
-        first_index.setdefault(event.client_id, i)
-    firsts = sorted(first_index.values())
-    stored = _stored(
-        community.pk,
-        [events[i].client_id for i in firsts],
-        sorted({e.occurred_at for e in events if e.occurred_at is not None}),
+def _ingest_new(
+    community: Community,
+    events: Sequence[EventInput],
+    hashes: list[str],
+    todo: list[int],
+    now: dt.datetime,
+    outcomes: list[IngestOutcome | None],
+    stored: dict[str, Any],
+) -> None:
+    """Score and write the events of ``todo`` not stored yet; each gets its outcome once the
+    transaction that wrote it committed (a part that fails leaves its events to the retry)."""
+    stored.update(
+        _stored(
+            community.pk,
+            [events[i].client_id for i in todo],
+            sorted({o for i in todo if (o := events[i].occurred_at) is not None}),
+        )
     )
-    pending = [i for i in firsts if events[i].client_id not in stored]
-    if pending:
+    pending = [i for i in todo if events[i].client_id not in stored]
+    if not pending:
+        return
+    plans = plan_events(community, events, hashes, pending, now, outcomes)
+    for part in plan_parts(plans):
         with transaction.atomic():
-            plans = plan_events(community, events, hashes, pending, now, outcomes)
-            if plans:
-                _score_and_write(community, plans, now, outcomes)
-    for i, event in enumerate(events):  # replays, conflicts and later copies of an id
+            accepted = _score_and_write(community, part, now)
+        for plan, result in zip(part, accepted, strict=True):
+            outcomes[plan.index] = IngestOutcome(
+                plan.event.client_id, IngestStatus.ACCEPTED, result
+            )
+
+
+def _copies_answered(
+    events: Sequence[EventInput],
+    hashes: list[str],
+    first_index: dict[str, int],
+    outcomes: list[IngestOutcome | None],
+    stored: dict[str, Any],
+) -> list[IngestOutcome]:
+    """Every outcome: replays and conflicts answered from the stored events, later copies of
+    an id in the batch from the first copy's outcome."""
+    for i, event in enumerate(events):
         if outcomes[i] is not None:
             continue
         if (found := stored.get(event.client_id)) is not None:
@@ -116,27 +153,25 @@ def _ingest_once(
 
 
 def _score_and_write(
-    community: Community, plans: list[Plan], now: dt.datetime, outcomes: list[IngestOutcome | None]
-) -> None:
+    community: Community, plans: list[Plan], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Lock, read, score and write one part; the answer of each of its events, in order."""
     members, reads = lock_and_read(community, plans, now)
     scorer = Scorer(members, reads)
-    accepted: list[tuple[str, dict[str, Any]]] = []
-    for plan in plans:
-        result = scorer.score(plan)
-        outcomes[plan.index] = IngestOutcome(plan.event.client_id, IngestStatus.ACCEPTED, result)
-        accepted.append(("event.accepted", result))
+    results = [scorer.score(plan) for plan in plans]
     written = statements.run(_statements(community.pk, now, scorer, list(members.values())))
     if len(written["events"]) != len(scorer.writes.events):
         raise _ConcurrentDuplicate
     if scorer.writes.keys and len(written["keys_insert"]) != len(scorer.writes.keys):
         raise _ConcurrentDuplicate
-    outbox.publish(community, accepted)
+    outbox.publish(community, [("event.accepted", result) for result in results])
     late = sorted((m for m in members.values() if m.late_check_in), key=lambda m: m.id)
     if late:
         from points.corrections import bonuses_rederive
 
         for member in late:
             bonuses_rederive(community=community, member_id=member.id)
+    return results
 
 
 def _statements(

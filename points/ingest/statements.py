@@ -40,7 +40,8 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
     if raw is None:
         connection.ensure_connection()
         raw = connection.connection
-    # psycopg's own cursors (with the client-side binding Django gives the connection), not
+    # psycopg's own cursors (with the server-side binding and preparation Django gives the
+    # connection, decision 13), not
     # Django's cursor wrappers, whose layers (debug hooks, execute wrappers, an object per
     # cursor) cost about as much CPU as the statements' own adaptation here. What they
     # guard is kept: a transaction already doomed by an error refuses to go on, and

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from points.corrections import event_reverse
 from points.exceptions import InsufficientPoints
-from points.ingest import EventInput, events_ingest
+from points.ingest import EventInput, events_ingest, parts
 from points.ledger import ledger_post, member_lock
 from points.models import Community, EntryKind, LedgerEntry, Member, PeriodKind, PeriodTotal
 from points.rules import parse_rules
@@ -301,8 +301,7 @@ def _diff(service: dict[Any, Any], reference: dict[Any, Any], zero: Any) -> list
     ]
 
 
-@pytest.mark.django_db
-@settings(
+_DIFF_SETTINGS = settings(
     max_examples=int(os.environ.get("DIFF_EXAMPLES", "25")),
     # The same examples on every run, so that CI answers for the change and not for the
     # draw; DIFF_RANDOM=1 explores new ones (as `make fuzz` would), which is how the
@@ -315,8 +314,32 @@ def _diff(service: dict[Any, Any], reference: dict[Any, Any], zero: Any) -> list
         HealthCheck.data_too_large,
     ],
 )
+
+
+@pytest.mark.django_db
+@_DIFF_SETTINGS
 @given(scenario=scenarios())
 def test_the_service_ledger_equals_the_reference(scenario: Scenario) -> None:
+    _check(scenario)
+
+
+@pytest.mark.django_db
+@_DIFF_SETTINGS
+@given(scenario=scenarios())
+def test_the_ledger_equals_the_reference_when_batches_are_written_in_parts(
+    scenario: Scenario,
+) -> None:
+    """The same, with every batch of two events or more split into parts (decision 53):
+    parts must not change what anyone earns."""
+    saved = parts.PART_MIN
+    parts.PART_MIN = 1
+    try:
+        _check(scenario)
+    finally:
+        parts.PART_MIN = saved
+
+
+def _check(scenario: Scenario) -> None:
     note(scenario.describe())
     community = community_create(slug=f"diff-{next(_slugs)}", name="differential")
     Community.objects.filter(pk=community.pk).update(created_at=CREATED)
