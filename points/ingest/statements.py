@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import orjson
 from django.db import connection
 
 from points.ingest.records import EventRow, LedgerRow, MemberState, OnceKey, TallyKey
@@ -68,9 +69,15 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    return json.dumps(
-        [dict(zip(names, row, strict=True)) for row in rows], default=str, ensure_ascii=False
-    )
+    """Rows as a JSON array of objects for ``json_to_recordset``. orjson writes dates, times
+    and the rest in C (the standard encoder called ``str`` per date: a tenth of a batch's CPU,
+    spent holding the members' locks); what it refuses (an integer beyond 64 bits in a
+    ``meta``) takes the standard encoder."""
+    records = [dict(zip(names, row, strict=True)) for row in rows]
+    try:
+        return orjson.dumps(records).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(records, default=str, ensure_ascii=False)
 
 
 # --- before the transaction -------------------------------------------------------------------
