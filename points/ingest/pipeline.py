@@ -5,7 +5,7 @@ part of a batch (one part up to 199 events, at most four from 400 on):
 
 0. *Replays*, no lock: ids already stored answer with their first result (or 409). The key
    table says which ids are stored; only then are their events read, from the months their
-   keys name (a replay costs one round trip more than a new event, decisions 49 and 52).
+   keys name (a replay costs one round trip more than a new event, decision 49).
 1. *Plan* (``plan``): shape checks per event; who is paid, which day, which rules. A large
    batch is split (``parts``) into parts that share no member, each written in its own
    transaction by steps 2-4, so that concurrent batches need not wait for each other whole.
@@ -100,7 +100,13 @@ def _ingest_new(
 ) -> None:
     """Score and write the events of ``todo`` not stored yet; each gets its outcome once the
     transaction that wrote it committed (a part that fails leaves its events to the retry)."""
-    stored.update(_stored(community.pk, [events[i].client_id for i in todo]))
+    stored.update(
+        _stored(
+            community.pk,
+            [events[i].client_id for i in todo],
+            sorted({o for i in todo if (o := events[i].occurred_at) is not None}),
+        )
+    )
     pending = [i for i in todo if events[i].client_id not in stored]
     if not pending:
         return
@@ -198,16 +204,19 @@ def _statements(
 ARCHIVED: Any = ("archived",)
 
 
-def _stored(community_id: int, client_ids: list[str]) -> dict[str, Any]:
+def _stored(community_id: int, client_ids: list[str], hinted: list[dt.datetime]) -> dict[str, Any]:
     """Stored events by id: (body hash, answer rendered from the scoring record), or
-    ``ARCHIVED``. One round trip when every id is new; a second one reads the stored events
-    of the others from the months their keys name (decisions 49 and 52)."""
+    ``ARCHIVED``. One round trip for new ids and for replays that repeat their time; a second
+    one for the other stored ids (decision 49)."""
     if not client_ids:
         return {}
-    keys = statements.run([statements.stored_keys(community_id, client_ids)])["keys_stored"]
-    found: dict[int, tuple[Any, ...]] = {}
-    if keys:
-        rows = statements.run([statements.stored_events([(k[1], k[2]) for k in keys])])["stored"]
+    keys = statements.run([statements.stored_keys(community_id, client_ids, hinted)])["keys_stored"]
+    found = {k[1]: k[3:] for k in keys if k[3] is not None}
+    missing = [k for k in keys if k[3] is None]
+    if missing:
+        rows = statements.run(
+            [statements.stored_events([k[1] for k in missing], sorted({k[2] for k in missing}))]
+        )["stored"]
         found.update({row[0]: row[1:] for row in rows})
     stored: dict[str, Any] = {}
     for client_id, event_id, *_rest in keys:
