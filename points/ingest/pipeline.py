@@ -214,9 +214,7 @@ def _stored(community_id: int, client_ids: list[str], hinted: list[dt.datetime])
     found = {k[1]: k[3:] for k in keys if k[3] is not None}
     missing = [k for k in keys if k[3] is None]
     if missing:
-        rows = statements.run(
-            [statements.stored_events([k[1] for k in missing], sorted({k[2] for k in missing}))]
-        )["stored"]
+        rows = statements.run([statements.stored_events([(k[1], k[2]) for k in missing])])["stored"]
         found.update({row[0]: row[1:] for row in rows})
     stored: dict[str, Any] = {}
     for client_id, event_id, *_rest in keys:

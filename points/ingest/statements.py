@@ -103,16 +103,26 @@ def stored_keys(community_id: int, client_ids: list[str], hinted: list[dt.dateti
     )
 
 
-def stored_events(ids: list[int], occurred: list[dt.datetime]) -> Statement:
-    """The stored events of these keys, with what renders their answer. The times are
-    literals, so the planner looks only at their months' partitions (planning every month of
-    a partitioned table costs more than the lookup itself)."""
+def stored_events(keys: Sequence[tuple[int, dt.datetime]]) -> Statement:
+    """The stored events of these keys (id, occurred_at), with what renders their answer: a
+    probe of the primary key each, in the months the keys name."""
     return Statement(
         "stored",
-        "SELECT e.id, e.body_hash, e.scoring, e.rule_version, m.external_id "
-        "FROM points_event e JOIN points_member m ON m.id = e.member_id "
-        "WHERE e.id = ANY(%s) AND e.occurred_at = ANY(%s)",
-        [ids, occurred],
+        """
+        SELECT e.id, e.body_hash, e.scoring, e.rule_version, m.external_id
+        FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(id, occurred_at)
+        CROSS JOIN LATERAL (
+            SELECT e.id, e.body_hash, e.scoring, e.rule_version, e.member_id
+            FROM points_event e
+            WHERE e.id = k.id AND e.occurred_at = k.occurred_at
+              AND e.occurred_at = ANY(%s::timestamptz[])  -- prunes the other months at start
+            OFFSET 0
+        ) e
+        CROSS JOIN LATERAL (
+            SELECT m.external_id FROM points_member m WHERE m.id = e.member_id OFFSET 0
+        ) m
+        """,
+        [[k[0] for k in keys], [k[1] for k in keys], sorted({k[1] for k in keys})],
     )
 
 

@@ -145,6 +145,7 @@ def _statements(community_id: int) -> list[statements.Statement]:
     keys = [OnceKey(f"k-{c}", 1, c, "streak", "") for c in ids]
     return [
         statements.stored_keys(community_id, ids, [now]),
+        statements.stored_events([(i, now) for i in range(first, first + 400)]),
         statements.members_lock(community_id, exts),
         statements.tallies_read(
             community_id, [(ext, "day", today, today, "check_in") for ext in exts]
@@ -168,6 +169,7 @@ def test_every_look_up_by_key_is_an_index_probe_in_a_generic_plan(crowded: Commu
         checked.append(statement.name)
     assert checked == [
         "keys_stored",
+        "stored",
         "members",
         "tallies",
         "keys",
