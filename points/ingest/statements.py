@@ -1,12 +1,12 @@
 """The SQL of ingestion: one builder per statement, each returning a named ``Statement``;
 ``run`` sends a list of them in one psycopg pipeline (one round trip) and answers by name.
 
-Rows go to PostgreSQL as one JSON parameter read by ``json_to_recordset`` (one C-speed
-``json.dumps`` instead of adapting an array per column).
+Rows go to PostgreSQL as one JSON parameter read by ``json_to_recordset`` (one ``orjson``
+call, in C, instead of adapting an array per column; ``_recordset``).
 
-Every look-up by key is written so that one plan is possible: a ``LATERAL`` subquery probing a
-unique index once per key, not ``community_id = %s AND key = ANY(%s)`` nor
-a join the planner may turn into a hash join. The statements are prepared (decision 13), and a
+Every look-up by key is written so that one plan is possible: a ``LATERAL`` subquery probing
+an index once per key, not ``community_id = %s AND key = ANY(%s)`` nor a join the planner may
+turn into a hash join. The statements are prepared (decision 13), and a
 generic plan does not know the array: without statistics (a new table, a fresh deployment,
 autovacuum behind) PostgreSQL chose to read the community's whole range of the unique index
 (``community_id`` is its first column) and to test each row against the array one element
@@ -42,11 +42,11 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
         connection.ensure_connection()
         raw = connection.connection
     # psycopg's own cursors (with the server-side binding and preparation Django gives the
-    # connection, decision 13), not
-    # Django's cursor wrappers, whose layers (debug hooks, execute wrappers, an object per
-    # cursor) cost about as much CPU as the statements' own adaptation here. What they
-    # guard is kept: a transaction already doomed by an error refuses to go on, and
-    # psycopg's errors become Django's (so a broken connection is marked and replaced).
+    # connection, decision 13), not Django's cursor wrappers, whose layers (debug hooks,
+    # execute wrappers, an object per cursor) cost about as much CPU as the statements' own
+    # adaptation here. What they guard is kept: a transaction already doomed by an error
+    # refuses to go on, and psycopg's errors become Django's (so a broken connection is
+    # marked and replaced).
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
         if len(statements) == 1:  # no pipeline to open and sync for one statement

@@ -24,7 +24,6 @@ DAY = dt.datetime(2026, 11, 20, 9, 0, tzinfo=SHANGHAI)
 
 def _plan(i: int, member: str, **kw: Any) -> Plan:
     event = EventInput(client_id=f"e{i}", type=kw.pop("type", "message"), member=member, **kw)
-    payee = kw.get("payee", member)
     return Plan(
         index=i,
         event=event,
@@ -32,7 +31,7 @@ def _plan(i: int, member: str, **kw: Any) -> Plan:
         occurred=DAY,
         day=DAY.date(),
         version=cast(RuleVersion, None),
-        payee=payee,
+        payee=member,
         rule_type=event.type,
     )
 
@@ -83,9 +82,6 @@ def test_parts_share_nothing_keep_the_batch_order_and_cover_it() -> None:
 
 
 def test_a_member_alone_in_its_component_lands_in_the_same_part_in_every_batch() -> None:
-    def part_of(member: str, plans: list[Plan]) -> int:
-        return next(n for n, part in enumerate(plan_parts(plans)) if part[0].event.member == member)
-
     batches = [
         [_plan(0, "alice")] + [_plan(i, f"x{seed}-{i}") for i in range(1, 4 * parts.PART_MIN)]
         for seed in range(3)
