@@ -451,13 +451,11 @@ class PeriodTotal(models.Model):
             ),
         ]
         indexes = [
+            # A period's ranked members, for the snapshot build and the honor roll. ``points``
+            # is in no index, so the per-event update of a total is a HOT update (decision 54).
             models.Index(
-                "community",
-                "kind",
-                "start",
-                models.F("points").desc(),
-                "member",
-                name="periodtotal_board",
+                fields=["community", "kind", "start"],
+                name="periodtotal_period",
                 condition=Q(active=True),
             ),
         ]
