@@ -114,6 +114,9 @@ class EventInputSerializer(serializers.Serializer):
     )
     occurred_at = AwareDateTimeField(
         required=False,
+        # An instant: answered in UTC without asking Django for the active time zone (a
+        # thread-local look-up that was a tenth of a batch item's validation).
+        default_timezone=dt.UTC,
         help_text="Defaults to the time received. From the community's creation minus its "
         "backfill limit (365 days by default) to 5 minutes ahead of the server's clock.",
     )
@@ -165,9 +168,14 @@ class EventInputSerializer(serializers.Serializer):
             value = data["occurred_at"]
             if type(value) is not str:
                 return None
+            # What the field answers (Django's parser tries ``fromisoformat`` first, then the
+            # field converts an aware time to its zone, UTC); anything else goes to DRF.
             try:
-                out["occurred_at"] = self.fields["occurred_at"].to_internal_value(value)
-            except serializers.ValidationError:
+                parsed = dt.datetime.fromisoformat(value)
+                if parsed.tzinfo is None:
+                    return None
+                out["occurred_at"] = parsed.astimezone(dt.UTC)
+            except (ValueError, OverflowError):
                 return None
         if "target" in data:
             if not _plain_text(data["target"], 128):

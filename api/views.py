@@ -40,26 +40,13 @@ from points.services import (
     events_ingest,
 )
 
-# The order an event's result is rendered in, first answer and replays alike (the stored
-# result comes back from jsonb with its keys reordered).
-RESULT_KEYS = ("id", "status", "points", "balance", "rule_version", "awards")
-AWARD_KEYS = ("rule", "points", "base", "gross", "capped", "cap", "member")
-
-
-def _ordered(value: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    known = {k: value[k] for k in keys if k in value}
-    return {**known, **{k: value[k] for k in sorted(value) if k not in known}}
-
 
 def event_result(outcome: IngestOutcome) -> dict[str, Any]:
-    """An accepted or replayed event's answer, single and batch alike: the result stored with
-    the event, ``status`` saying which (``accepted`` the first time, ``replayed`` after), in
-    one key order, so that every replay is byte-identical to the first answer but for the
-    word ``replayed`` (docs/decisions.md)."""
-    result = dict(outcome.result or {})
-    result["status"] = outcome.status
-    result["awards"] = [_ordered(a, AWARD_KEYS) for a in result.get("awards", [])]
-    return _ordered(result, RESULT_KEYS)
+    """An accepted or replayed event's answer, single and batch alike: the answer rendered
+    from the event's scoring record (``ScoringRecord.render``, which fixes the key order, so
+    a replay is byte-identical to the first answer) with ``status`` saying which
+    (``accepted`` the first time, ``replayed`` after; docs/decisions.md 23 and 41)."""
+    return {**(outcome.result or {}), "status": outcome.status}
 
 
 CHECK_IN_RESULT = {
