@@ -14,6 +14,9 @@ from points.models import MemberStatus
 from points.scoring import Gate, ScoringRecord, StreakState
 from points.selectors import RuleVersion
 
+# The canonical body's encoder, built once (``json.dumps`` with options builds one per call).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 
 @dataclass(frozen=True)
 class EventInput:
@@ -44,7 +47,7 @@ class EventInput:
             "group": self.group,
             "meta": self.meta,
         }
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = _CANONICAL_JSON.encode(body)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property

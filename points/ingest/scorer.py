@@ -30,6 +30,7 @@ from points.timeutils import month_start, week_start
 # with a counted event of the type (what a monthly quota counts).
 DAY, WEEK, MONTH, MONTH_DAYS = "day", "week", "month", "month_days"
 TOTAL = "*"
+NO_TALLY = Tally()
 
 
 def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
@@ -109,18 +110,19 @@ class Scorer:
             pays_actor = (
                 payee is actor and plan.rule_type == event.type and event.type != EventType.REACTION
             )
+            spans = self._spans(payee.id, plan)
             award = award_for(
                 rules,
                 plan.rule_type,
                 gate=gate,
-                room=self._room(payee.id, plan),
+                room=self._room(spans),
                 pays_actor=pays_actor,
             )
             if award is not None:
                 paid.append((payee, award))
             counted = gate is None
             if counted:
-                self._count(plan, actor, payee, award.points if award else 0)
+                self._count(plan, actor, payee, award.points if award else 0, spans)
                 if payee is actor:
                     paid.extend((actor, bonus) for bonus in self._bonuses(plan, actor))
         for member, award in paid:
@@ -147,29 +149,43 @@ class Scorer:
             client_id=event.client_id, poster=event.member, rule_version=plan.version.version
         )
 
-    def _room(self, member_id: int, plan: Plan) -> Room:
-        tallies, day, kind = self.reads.tallies, plan.day, plan.rule_type
-        return Room(
-            type_today=tallies[TallyKey(member_id, DAY, day, kind)],
-            total_today=tallies[TallyKey(member_id, DAY, day, TOTAL)],
-            type_week=tallies[TallyKey(member_id, WEEK, week_start(day), kind)],
-            type_month=tallies[TallyKey(member_id, MONTH, month_start(day), kind)],
+    @staticmethod
+    def _spans(member_id: int, plan: Plan) -> tuple[TallyKey, TallyKey, TallyKey, TallyKey]:
+        """The tallies an event counts in for the paid member: its type and the total that
+        day, its type that week and that month (the room reads them, counting moves them)."""
+        day, kind = plan.day, plan.rule_type
+        return (
+            TallyKey(member_id, DAY, day, kind),
+            TallyKey(member_id, DAY, day, TOTAL),
+            TallyKey(member_id, WEEK, week_start(day), kind),
+            TallyKey(member_id, MONTH, month_start(day), kind),
         )
 
-    def _count(self, plan: Plan, actor: MemberState, payee: MemberState, points: int) -> None:
+    def _room(self, spans: tuple[TallyKey, TallyKey, TallyKey, TallyKey]) -> Room:
+        get = self.reads.tallies.get
+        type_today, total_today, type_week, type_month = spans
+        return Room(
+            type_today=get(type_today, NO_TALLY),
+            total_today=get(total_today, NO_TALLY),
+            type_week=get(type_week, NO_TALLY),
+            type_month=get(type_month, NO_TALLY),
+        )
+
+    def _count(
+        self,
+        plan: Plan,
+        actor: MemberState,
+        payee: MemberState,
+        points: int,
+        spans: tuple[TallyKey, TallyKey, TallyKey, TallyKey],
+    ) -> None:
         """One more counted event for the paid member; its once-only key, content hash and
         cooldown now stand against later events."""
-        day, kind = plan.day, plan.rule_type
-        for key in (
-            TallyKey(payee.id, DAY, day, kind),
-            TallyKey(payee.id, DAY, day, TOTAL),
-            TallyKey(payee.id, WEEK, week_start(day), kind),
-            TallyKey(payee.id, MONTH, month_start(day), kind),
-        ):
-            before = self.reads.tallies[key]
-            self.reads.tallies[key] = Tally(before.count + 1, before.points + points)
-            if key.span == DAY:
-                self.writes.day_tallies.add(key)
+        tallies = self.reads.tallies
+        for key in spans:
+            before = tallies.get(key, NO_TALLY)
+            tallies[key] = Tally(before.count + 1, before.points + points)
+        self.writes.day_tallies.update(spans[:2])
         if plan.once_key:
             self.reads.once_keys.add(plan.once_key)
             self.writes.keys.append(
