@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg
 from django.db import connection
+from psycopg import pq
 
 from points.ingest.records import EventRow, LedgerRow, MemberState, OnceKey, TallyKey
 
@@ -53,7 +55,7 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
             [statement] = statements
             with raw.cursor() as cursor:
                 cursor.execute(statement.sql, statement.params)
-                return {statement.name: cursor.fetchall() if cursor.description else []}
+                return {statement.name: _rows(cursor)}
         results: dict[str, list[tuple[Any, ...]]] = {}
         with raw.pipeline() as pipeline:
             cursors = []
@@ -63,9 +65,19 @@ def run(statements: Sequence[Statement]) -> dict[str, list[tuple[Any, ...]]]:
                 cursors.append((statement.name, cursor))
             pipeline.sync()
             for name, cursor in cursors:
-                results[name] = cursor.fetchall() if cursor.description else []
+                results[name] = _rows(cursor)
                 cursor.close()
         return results
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    """The statement's rows, none when it returns none. Asked of the result's status, not of
+    ``cursor.description``, which builds a column object per column on every call (in a
+    profile of single events, more CPU than scoring)."""
+    result = cursor.pgresult
+    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+        return []
+    return cursor.fetchall()
 
 
 def _recordset(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
