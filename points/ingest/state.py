@@ -45,6 +45,7 @@ def lock_and_read(
     new = [(ext, names.get(ext, ""), first_seen[ext]) for ext in ordered]
     found = statements.run(
         [
+            statements.generic_plans(),
             statements.members_insert(community.pk, now, new),
             statements.members_lock(community.pk, ordered),
             *_reads(community.pk, plans),

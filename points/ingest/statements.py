@@ -175,6 +175,19 @@ def prior_joins(community_id: int, joiners: list[str]) -> Statement:
 # --- lock and read ----------------------------------------------------------------------------
 
 
+def generic_plans() -> Statement:
+    """For the rest of the transaction, run prepared statements by their generic plan.
+
+    Every statement of the transaction is written to have one good plan whatever its
+    parameters (the module's docstring; ``tests/points/test_ingest_plans.py`` holds them to
+    it), but PostgreSQL re-plans a prepared statement for each execution when its generic
+    plan's estimate looks worse than the custom ones, as it does for arrays of one element: a
+    single event's statements were planned anew every time (decision 55)."""
+    return Statement(
+        "generic_plans", "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)", []
+    )
+
+
 def members_insert(
     community_id: int, now: dt.datetime, new: Sequence[tuple[str, str, dt.datetime]]
 ) -> Statement:
