@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from points.ingest import statements
-from points.ingest.records import LedgerRow, OnceKey
+from points.ingest import event_ingest, statements
+from points.ingest.records import EventInput, LedgerRow, OnceKey
 from points.models import Community
 
 MEMBERS = 3000
@@ -190,3 +190,31 @@ def test_the_check_sees_the_plan_it_guards_against(crowded: Community) -> None:
         [crowded.pk, _members(400)],
     )
     assert _bad_scans(_generic_plan(old))
+
+
+def test_ingestion_runs_its_prepared_statements_by_generic_plans(community: Community) -> None:
+    """Decision 55: PostgreSQL plans a prepared statement anew for each of its first five
+    executions, and after that whenever the generic plan looks worse (it does for arrays of
+    one element); the ingestion transaction forces the generic plan, so its prepared
+    statements are never planned per run."""
+    if connection.connection is None:
+        connection.ensure_connection()
+    if connection.connection.prepare_threshold is None:  # type: ignore[union-attr]
+        pytest.skip("statements are not prepared on this connection (DB_PREPARE_THRESHOLD)")
+    for n in range(12):  # past the threshold at which psycopg prepares a statement
+        outcome = event_ingest(
+            community=community,
+            event=EventInput(client_id=f"plan-{n}", type="message", member=f"m{n % 3}"),
+        )
+        assert outcome.status == "accepted"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s OR statement LIKE %s",
+            ["%FOR NO KEY UPDATE%", "%INSERT INTO points_ledgerentry%"],
+        )
+        prepared = cursor.fetchall()
+    assert len(prepared) == 2, prepared
+    for statement, generic, custom in prepared:
+        assert custom == 0, (statement[:80], generic, custom)
+        assert generic >= 1, (statement[:80], generic, custom)
