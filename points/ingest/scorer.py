@@ -32,6 +32,10 @@ DAY, WEEK, MONTH, MONTH_DAYS = "day", "week", "month", "month_days"
 TOTAL = "*"
 NO_TALLY = Tally()
 
+# An event's tallies for its paid member: its type and the total that day, its type that week
+# and that month (``Scorer._spans``; the first two are the day rows that are stored).
+Spans = tuple[TallyKey, TallyKey, TallyKey, TallyKey]
+
 
 def periods_of(day: dt.date) -> tuple[tuple[str, dt.date], ...]:
     """The leaderboard periods a local day counts in."""
@@ -150,7 +154,7 @@ class Scorer:
         )
 
     @staticmethod
-    def _spans(member_id: int, plan: Plan) -> tuple[TallyKey, TallyKey, TallyKey, TallyKey]:
+    def _spans(member_id: int, plan: Plan) -> Spans:
         """The tallies an event counts in for the paid member: its type and the total that
         day, its type that week and that month (the room reads them, counting moves them)."""
         day, kind = plan.day, plan.rule_type
@@ -161,7 +165,7 @@ class Scorer:
             TallyKey(member_id, MONTH, month_start(day), kind),
         )
 
-    def _room(self, spans: tuple[TallyKey, TallyKey, TallyKey, TallyKey]) -> Room:
+    def _room(self, spans: Spans) -> Room:
         get = self.reads.tallies.get
         type_today, total_today, type_week, type_month = spans
         return Room(
@@ -177,7 +181,7 @@ class Scorer:
         actor: MemberState,
         payee: MemberState,
         points: int,
-        spans: tuple[TallyKey, TallyKey, TallyKey, TallyKey],
+        spans: Spans,
     ) -> None:
         """One more counted event for the paid member; its once-only key, content hash and
         cooldown now stand against later events."""
