@@ -169,8 +169,9 @@ class EventKey(models.Model):
     Ledger entries and once-only keys reference this table, not the partitioned one."""
 
     id = models.BigIntegerField(primary_key=True)  # the event's id
+    # Implied: every key is written with its event, whose member is checked (decision 56).
     community = models.ForeignKey(
-        Community, on_delete=models.PROTECT, db_index=False, related_name="+"
+        Community, on_delete=models.PROTECT, db_index=False, db_constraint=False, related_name="+"
     )
     client_id = models.CharField(max_length=128)
     occurred_at = models.DateTimeField()  # names the event's partition
@@ -215,8 +216,13 @@ class Event(models.Model):
         related_name="events",
     )
     client_id = models.CharField(max_length=128)
+    # Checked once per statement by a trigger, with the community (decision 56).
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, db_index=False, related_name="events"
+        Member,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,
+        related_name="events",
     )
     type = models.CharField(max_length=40)
     occurred_at = models.DateTimeField()
@@ -236,7 +242,13 @@ class Event(models.Model):
     # The member the event's points go to (the poster, a reacted-to author, an inviter); null
     # when the event pays nobody. Re-scoring after a reversal looks events up by it.
     beneficiary = models.ForeignKey(
-        Member, on_delete=models.PROTECT, db_index=False, null=True, blank=True, related_name="+"
+        Member,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,  # checked per statement, like ``member`` (decision 56)
+        null=True,
+        blank=True,
+        related_name="+",
     )
     # The content's fingerprint, kept only on counted events: the recycled-content gate looks
     # for the member's earlier counted events with the same hash.
@@ -288,9 +300,9 @@ class LedgerEntry(models.Model):
     """One signed change of a member's balance. Append-only: a database trigger refuses
     UPDATE and DELETE; corrections are new entries of kind ``reversal``.
 
-    Partitioned by month of ``created_at`` (migration 0015). ``event`` is checked in the
-    database against ``EventKey`` (the events table is partitioned), hence no constraint from
-    Django."""
+    Partitioned by month of ``created_at`` (migration 0015). A statement trigger checks that
+    ``member`` and ``event`` (against ``EventKey``: the events table is partitioned) belong to
+    the entry's community, once per statement rather than row by row (decision 56)."""
 
     community = models.ForeignKey(
         Community,
@@ -299,8 +311,13 @@ class LedgerEntry(models.Model):
         db_constraint=False,  # implied by the member's (decision 52)
         related_name="+",
     )
+    # Checked once per statement by a trigger, with the community (decision 56).
     member = models.ForeignKey(
-        Member, on_delete=models.PROTECT, db_index=False, related_name="entries"
+        Member,
+        on_delete=models.PROTECT,
+        db_index=False,
+        db_constraint=False,
+        related_name="entries",
     )
     event = models.ForeignKey(
         Event,
@@ -308,7 +325,7 @@ class LedgerEntry(models.Model):
         null=True,
         blank=True,
         related_name="entries",
-        db_constraint=False,  # REFERENCES points_eventkey (id), added by migration 0015
+        db_constraint=False,  # checked against points_eventkey per statement (decision 56)
     )
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     points = models.IntegerField()

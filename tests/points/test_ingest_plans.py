@@ -11,6 +11,7 @@ must be an index scan whose condition names the key, not the community alone."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -218,3 +219,64 @@ def test_ingestion_runs_its_prepared_statements_by_generic_plans(community: Comm
     for statement, generic, custom in prepared:
         assert custom == 0, (statement[:80], generic, custom)
         assert generic >= 1, (statement[:80], generic, custom)
+
+
+def test_the_reference_checks_probe_members_and_keys_by_id(crowded: Community) -> None:
+    """Decision 56: the statement triggers that replaced the events' and ledger entries'
+    foreign keys look each member and event key up by its primary key, with no statistics
+    (their plans are cached for the session). Their plans are read from auto_explain, sent
+    to this connection as notices."""
+    if connection.connection is None:
+        connection.ensure_connection()
+    raw = connection.connection
+    plans: dict[str, dict[str, Any]] = {}  # the checks' plans by the rows they check
+
+    def keep(notice: Any) -> None:
+        text = notice.message_primary or ""
+        if '"Plan"' not in text:
+            return
+        logged = json.loads(text[text.index("{") :])
+        for rows in ("inserted_events", "inserted_entries"):
+            if f"FROM {rows} e" in logged["Query Text"]:
+                plans[rows] = logged["Plan"]
+
+    raw.add_notice_handler(keep)
+    try:
+        with connection.cursor() as cursor:
+            # the fixture's events took ids from the members'
+            cursor.execute(
+                "SELECT setval('points_event_id_seq', (SELECT max(id) FROM points_event))"
+            )
+            cursor.execute("LOAD 'auto_explain'")
+            for setting in (
+                "auto_explain.log_min_duration = 0",
+                "auto_explain.log_nested_statements = on",
+                "auto_explain.log_format = json",
+                "auto_explain.log_verbose = on",
+                "client_min_messages = log",
+            ):
+                cursor.execute(f"SET {setting}")
+        outcome = event_ingest(
+            community=crowded, event=EventInput(client_id="refs", type="share", member="m00001")
+        )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET client_min_messages")
+            cursor.execute("RESET auto_explain.log_min_duration")
+        raw.remove_notice_handler(keep)
+    assert outcome.status == "accepted"
+    scanned = {
+        rows: sorted(
+            (node["Relation Name"], node["Node Type"], node.get("Index Name", ""))
+            for node in _nodes(plan)
+            if "Relation Name" in node
+        )
+        for rows, plan in plans.items()
+    }
+    assert scanned == {
+        "inserted_events": [("points_member", "Index Scan", "points_member_pkey")] * 2,
+        "inserted_entries": [
+            ("points_eventkey", "Index Scan", "points_eventkey_pkey"),
+            ("points_member", "Index Scan", "points_member_pkey"),
+        ],
+    }, {rows: _outline(plan) for rows, plan in plans.items()}

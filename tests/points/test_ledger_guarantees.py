@@ -9,7 +9,7 @@ import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from points.models import Community, DailyTally, Event, LedgerEntry, Member
-from points.services import EventInput, events_ingest, ledger_reconcile
+from points.services import EventInput, community_create, events_ingest, ledger_reconcile
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
@@ -46,6 +46,57 @@ def test_the_database_refuses_a_negative_balance_and_held_above_balance(
         with pytest.raises(IntegrityError), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(sql)
+
+
+EVENT_COPY = """
+INSERT INTO points_event (id, community_id, client_id, member_id, beneficiary_id, type,
+    occurred_at, received_at, local_day, target, score, "group", meta, body_hash,
+    rule_version, points, scoring, content_hash)
+SELECT nextval('points_event_id_seq'), community_id, 'copy', {member}, {beneficiary}, type,
+    occurred_at, received_at, local_day, target, score, "group", meta, body_hash,
+    rule_version, points, scoring, content_hash
+FROM points_event WHERE client_id = 'a' AND member_id = {member_of}
+"""
+
+ENTRY_COPY = """
+INSERT INTO points_ledgerentry (kind, points, balance_after, rule, rule_version, reason,
+    created_at, community_id, event_id, member_id, actor)
+SELECT kind, points, balance_after, rule, rule_version, reason, created_at, community_id,
+    {event}, {member}, actor
+FROM points_ledgerentry WHERE member_id = {member_of} LIMIT 1
+"""
+
+
+def test_the_database_refuses_events_and_entries_naming_what_is_not_of_their_community(
+    community: Community,
+) -> None:
+    """Decision 56: checked once per statement by triggers, not by foreign keys, and more
+    strictly (the member, beneficiary and event key must be of the row's own community)."""
+    other = community_create(slug="other", name="Other")
+    _post(other, EventInput(client_id="z", type="share", member="zed"))
+    stranger = Member.objects.get(community=other, external_id="zed")
+    _post(community, EventInput(client_id="a", type="share", member="ann"))
+    ann = Member.objects.get(community=community, external_id="ann")
+    key = Event.objects.get(community=community, client_id="a").pk
+    refused = [
+        EVENT_COPY.format(member=stranger.pk, beneficiary="NULL", member_of=ann.pk),
+        EVENT_COPY.format(member=0, beneficiary="NULL", member_of=ann.pk),
+        EVENT_COPY.format(member=ann.pk, beneficiary=stranger.pk, member_of=ann.pk),
+        EVENT_COPY.format(member=ann.pk, beneficiary=0, member_of=ann.pk),
+        ENTRY_COPY.format(event=key, member=stranger.pk, member_of=ann.pk),
+        ENTRY_COPY.format(event=key + 10_000, member=ann.pk, member_of=ann.pk),
+        ENTRY_COPY.format(event=key, member=0, member_of=ann.pk),
+        ENTRY_COPY.format(event=key, member=stranger.pk, member_of=stranger.pk),
+    ]
+    for sql in refused:
+        with pytest.raises(IntegrityError, match="community"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+    with transaction.atomic(), connection.cursor() as cursor:  # the same rows, well named
+        cursor.execute(EVENT_COPY.format(member=ann.pk, beneficiary=ann.pk, member_of=ann.pk))
+        cursor.execute(ENTRY_COPY.format(event=key, member=ann.pk, member_of=ann.pk))
+    assert Event.objects.filter(client_id="copy").count() == 1
+    assert LedgerEntry.objects.filter(community=community).count() == 2
 
 
 def test_reconcile_finds_no_drift_then_the_drift_made_behind_its_back(
