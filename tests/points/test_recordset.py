@@ -1,5 +1,6 @@
 """Ingestion's rows travel to PostgreSQL as one JSON array (``statements._recordset``),
-written by orjson; what orjson refuses takes the standard encoder."""
+written by orjson; what orjson refuses takes the standard encoder. Its key arrays travel as
+array literals (``statements._array``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import datetime as dt
 import json
 
 import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from points.ingest.records import EventInput
-from points.ingest.statements import _recordset
+from points.ingest.statements import _array, _recordset
 from points.models import Community, Event
 from points.services import events_ingest
 
@@ -39,3 +43,47 @@ def test_an_event_whose_meta_holds_a_huge_integer_is_stored(community: Community
     )
     assert outcome.status == "accepted"
     assert Event.objects.get(client_id="huge").meta == {"n": 2**70, "名": "值"}
+
+
+ARRAYS = {
+    "text": st.lists(
+        st.one_of(
+            st.none(),
+            st.text(alphabet='ab"\\,{} NUL\t'),
+            st.text(st.characters(exclude_characters="\x00")),
+        )
+    ),
+    "bigint": st.lists(st.integers(-(2**63), 2**63 - 1)),
+    "boolean": st.lists(st.one_of(st.none(), st.booleans())),
+    "date": st.lists(st.dates()),
+    "timestamptz": st.lists(
+        st.datetimes(
+            min_value=dt.datetime(1900, 1, 1),  # noqa: DTZ001 - hypothesis takes naive bounds
+            max_value=dt.datetime(2200, 1, 1),  # noqa: DTZ001
+            timezones=st.sampled_from([dt.UTC, SHANGHAI, dt.timezone(-dt.timedelta(hours=3.5))]),
+        )
+    ),
+}
+
+
+@pytest.mark.django_db
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_an_array_literal_reads_back_as_psycopg_would_send_the_list(data: st.DataObject) -> None:
+    """``statements._array`` writes lists as literals; PostgreSQL must read each one as the
+    array psycopg's own adaptation of the list gives: quotes, backslashes, commas, braces,
+    ``NULL`` as text and as a value, empty strings, offsets."""
+    kind = data.draw(st.sampled_from(sorted(ARRAYS)))
+    items = data.draw(ARRAYS[kind])
+    literal = _array(items)
+    assert isinstance(literal, str)
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:  # type: ignore[union-attr]
+        ours = cursor.execute(f"SELECT %s::{kind}[]", [literal]).fetchone()
+        theirs = cursor.execute(f"SELECT %s::{kind}[]", [items]).fetchone()
+    assert ours == theirs == (items,)
+
+
+def test_a_list_of_anything_else_is_left_to_psycopg() -> None:
+    items = [1.5, 2.5]
+    assert _array(items) is items
