@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -45,7 +46,7 @@ def test_an_event_whose_meta_holds_a_huge_integer_is_stored(community: Community
     assert Event.objects.get(client_id="huge").meta == {"n": 2**70, "名": "值"}
 
 
-ARRAYS = {
+ARRAYS: dict[str, st.SearchStrategy[list[Any]]] = {
     "text": st.lists(
         st.one_of(
             st.none(),
