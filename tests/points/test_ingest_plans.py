@@ -147,6 +147,7 @@ def _statements(community_id: int) -> list[statements.Statement]:
     return [
         statements.stored_keys(community_id, ids, [now]),
         statements.stored_events([(i, now) for i in range(first, first + 400)]),
+        statements.members_insert(community_id, now, [(ext, "", now) for ext in exts]),
         statements.members_lock(community_id, exts),
         statements.tallies_read(
             community_id, [(ext, "day", today, today, "check_in") for ext in exts]
@@ -171,6 +172,7 @@ def test_every_look_up_by_key_is_an_index_probe_in_a_generic_plan(crowded: Commu
     assert checked == [
         "keys_stored",
         "stored",
+        "members_insert",
         "members",
         "tallies",
         "keys",
