@@ -3,16 +3,18 @@
 ``python -m bench.lockstep CODE_A DB_A CODE_B DB_B``: two child processes, each importing the
 service from its own checkout (``CODE``, e.g. a ``git worktree`` of an older commit) and
 writing to its own database (``DB``, a URL, migrated by that checkout), post batches of 500
-new events through Django's test client **in turn**, one batch each, over and over. Each
-reports its own CPU and its PostgreSQL backend's CPU (``/proc``) per event.
+new events (or, with ``LOCKSTEP_SIZE=1``, single events to ``…/events``, 500 per step)
+through Django's test client **in turn**, one step each, over and over. Each reports its own
+CPU and its PostgreSQL backend's CPU (``/proc``) per event.
 
 Why: this machine's speed drifts by ±15% within minutes, more than most changes to the hot
 path are worth, so two ``make bench`` runs a few minutes apart cannot tell them apart. Taking
 turns batch by batch, both versions see the same machine. The figures are in-process CPU (no
 HTTP, no concurrency), for A/B only; ``make bench`` gives the figures that count.
 
-Environment: ``LOCKSTEP_WARMUP`` (batches each before measuring, 30), ``LOCKSTEP_BATCHES``
-(measured batches each, 100), ``LOCKSTEP_MEMBERS`` (10,000).
+Environment: ``LOCKSTEP_SIZE`` (events per request, 500; 1 posts single events),
+``LOCKSTEP_WARMUP`` (steps each before measuring, 30), ``LOCKSTEP_BATCHES`` (measured steps
+each, 100), ``LOCKSTEP_MEMBERS`` (10,000).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from multiprocessing import Pipe, Process
 from multiprocessing.connection import Connection
 from typing import Any
 
-BATCH = 500
+STEP = 500  # events per step
 
 
 def _child(code: str, url: str, pipe: Connection, seed: int) -> None:
@@ -35,6 +37,7 @@ def _child(code: str, url: str, pipe: Connection, seed: int) -> None:
     sys.path[:] = [code, *(p for p in sys.path if p not in ("", os.path.dirname(__file__)))]
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    os.environ.setdefault("API_RATE_LIMIT_KEY", "100000000/min")  # as make bench does
     import logging
 
     import django
@@ -55,7 +58,8 @@ def _child(code: str, url: str, pipe: Connection, seed: int) -> None:
         Client(),
         EventSource(f"l{seed}", seed, int(os.environ.get("LOCKSTEP_MEMBERS", "10000"))),
     )
-    path = f"/api/v1/communities/{slug}/events/batch"
+    size = int(os.environ.get("LOCKSTEP_SIZE", str(STEP)))
+    path = f"/api/v1/communities/{slug}/events" + ("" if size == 1 else "/batch")
 
     def backend_cpu() -> float:
         with connection.cursor() as cursor:
@@ -65,21 +69,26 @@ def _child(code: str, url: str, pipe: Connection, seed: int) -> None:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    pipe.send(os.path.realpath(sys.modules["points"].__path__[0]))
-    while pipe.recv() == "go":
-        body = json.dumps({"events": [source.event() for _ in range(BATCH)]})
-        pg0, cpu0, wall0 = backend_cpu(), time.process_time(), time.perf_counter()
+    def post(body: str) -> None:
         response = client.post(
             path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Api-Key {key}"
         )
-        wall, cpu, pg = (
-            time.perf_counter() - wall0,
-            time.process_time() - cpu0,
-            backend_cpu() - pg0,
-        )
-        if response.status_code != 200:
-            raise RuntimeError(f"batch: HTTP {response.status_code} {response.content[:200]!r}")
-        pipe.send((wall, cpu, pg))
+        if response.status_code not in (200, 201):
+            raise RuntimeError(f"HTTP {response.status_code} {response.content[:200]!r}")
+
+    pipe.send(os.path.realpath(sys.modules["points"].__path__[0]))
+    while pipe.recv() == "go":
+        if size == 1:
+            bodies = [json.dumps(source.event()) for _ in range(STEP)]
+        else:  # distinct new events in every body
+            bodies = [
+                json.dumps({"events": [source.event() for _ in range(size)]})
+                for _ in range(STEP // size)
+            ]
+        pg0, cpu0, wall0 = backend_cpu(), time.process_time(), time.perf_counter()
+        for body in bodies:
+            post(body)
+        pipe.send((time.perf_counter() - wall0, time.process_time() - cpu0, backend_cpu() - pg0))
 
 
 def main(argv: list[str]) -> int:
@@ -109,10 +118,11 @@ def main(argv: list[str]) -> int:
         pipe.send("stop")
     for process, _pipe in children:
         process.join()
-    events = batches * BATCH
+    events = batches * STEP
     for (code, url), (wall, cpu, pg) in zip(sides, totals, strict=True):
         print(
-            f"{code} ({url.rsplit('/', 1)[-1]}): {batches} batches of {BATCH} after {warmup}, "
+            f"{code} ({url.rsplit('/', 1)[-1]}): {batches} steps of {STEP} events "
+            f"({os.environ.get('LOCKSTEP_SIZE', STEP)} per request) after {warmup}, "
             f"per event: wall {1e6 * wall / events:.1f} µs, worker CPU {1e6 * cpu / events:.1f} "
             f"µs, PostgreSQL CPU {1e6 * pg / events:.1f} µs"
         )
