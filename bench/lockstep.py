@@ -5,7 +5,8 @@ service from its own checkout (``CODE``, e.g. a ``git worktree`` of an older com
 writing to its own database (``DB``, a URL, migrated by that checkout), post batches of 500
 new events (or, with ``LOCKSTEP_SIZE=1``, single events to ``…/events``, 500 per step)
 through Django's test client **in turn**, one step each, over and over. Each reports its own
-CPU and its PostgreSQL backend's CPU (``/proc``) per event.
+CPU and its PostgreSQL backend's CPU per event (read from ``/proc``: the server must run on
+this machine).
 
 Why: this machine's speed drifts by ±15% within minutes, more than most changes to the hot
 path are worth, so two ``make bench`` runs a few minutes apart cannot tell them apart. Taking
