@@ -54,6 +54,39 @@ def api_key_cache_clear() -> None:
         _key_cache.clear()
 
 
+def api_key_check(key: str) -> CommunityApiKey:
+    """The usable key ``key`` (``prefix.secret``) stands for, from this process's cache when it
+    was checked less than ``API_KEY_CACHE_SECONDS`` ago; ``AuthenticationFailed`` otherwise."""
+    prefix, dot, _secret = key.partition(".")
+    if not dot:
+        raise exceptions.AuthenticationFailed("Malformed API key.")
+    digest = hashlib.sha512(key.encode()).hexdigest()
+    now = time.monotonic()
+    cached = _key_cache.get(digest)
+    if cached is not None and now - cached.checked < _cache_seconds():
+        api_key = cached.api_key
+    else:
+        found = (
+            CommunityApiKey.objects.get_usable_keys()
+            .select_related("community")
+            .filter(prefix=prefix)
+            .first()
+        )
+        if found is None or not found.is_valid(key) or found.has_expired:
+            _key_cache.pop(digest, None)
+            raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        api_key = found
+        cached = _CachedKey(api_key, now, cached.used_written if cached else 0.0)
+        with _cache_lock:
+            if len(_key_cache) > 10_000:
+                _key_cache.clear()
+            _key_cache[digest] = cached
+    if now - cached.used_written >= LAST_USED_EVERY:
+        cached.used_written = now
+        CommunityApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return api_key
+
+
 MEMBER_KEYWORD = "member"
 
 
@@ -97,35 +130,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         if keyword.lower() != KEYWORD or not key.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Api-Key <key>'.")
-        key = key.strip()
-        prefix, dot, _secret = key.partition(".")
-        if not dot:
-            raise exceptions.AuthenticationFailed("Malformed API key.")
-        digest = hashlib.sha512(key.encode()).hexdigest()
-        now = time.monotonic()
-        cached = _key_cache.get(digest)
-        if cached is not None and now - cached.checked < _cache_seconds():
-            api_key = cached.api_key
-        else:
-            found = (
-                CommunityApiKey.objects.get_usable_keys()
-                .select_related("community")
-                .filter(prefix=prefix)
-                .first()
-            )
-            if found is None or not found.is_valid(key) or found.has_expired:
-                _key_cache.pop(digest, None)
-                raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
-            api_key = found
-            cached = _CachedKey(api_key, now, cached.used_written if cached else 0.0)
-            with _cache_lock:
-                if len(_key_cache) > 10_000:
-                    _key_cache.clear()
-                _key_cache[digest] = cached
-        if now - cached.used_written >= LAST_USED_EVERY:
-            cached.used_written = now
-            CommunityApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
-        return (None, api_key)
+        return (None, api_key_check(key.strip()))
 
     def authenticate_header(self, request: Request) -> str:
         return "Api-Key"
@@ -148,11 +153,14 @@ class HasCommunityScope(BasePermission):
         if slug is not None and slug != api_key.community.slug:
             raise exceptions.NotFound(f"No community '{slug}' for this key.")
         scope = getattr(view, "required_scope", None)
-        if scope is None:
-            return True
-        if not api_key.has_scope(scope) and not api_key.has_scope("admin"):
+        if not key_allows(api_key, scope):
             raise exceptions.PermissionDenied(f"This key lacks the '{scope}' scope.")
         return True
+
+
+def key_allows(api_key: CommunityApiKey, scope: str | None) -> bool:
+    """Whether ``api_key`` carries ``scope`` (``None``: any key), or ``admin``, which has all."""
+    return scope is None or api_key.has_scope(scope) or api_key.has_scope("admin")
 
 
 def _member_grant_allows(grant: MemberGrant, view: Any) -> bool:

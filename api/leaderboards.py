@@ -263,13 +263,21 @@ class MemberRankView(APIView):
     )
     def get(self, request: Request, community: str, member: str) -> Response:
         query = _rank_query(request)
-        found = _community(request)
-        period = period_resolve(found, query["period"], query.get("month"))
-        with reads_from_replica(member=(found.pk, member)):  # the member lag rule
-            result = member_rank_fresh(found, member, period)
-        if result is None:
+        body = member_rank_answer(_community(request), member, query["period"], query.get("month"))
+        if body is None:
             raise MemberNotFound(f"No member '{member}' in this community.")
-        return Response(rank_body(result))
+        return Response(body)
+
+
+def member_rank_answer(
+    community: Community, member: str, kind: str, month: str | None = None
+) -> dict[str, Any] | None:
+    """The rank answer's body for ``member`` (``None``: no such member), as ``MemberRankView``
+    and the lean rank path (``api.fastpath``) serve it."""
+    period = period_resolve(community, kind, month)
+    with reads_from_replica(member=(community.pk, member)):  # the member lag rule
+        result = member_rank_fresh(community, member, period)
+    return None if result is None else rank_body(result)
 
 
 class MemberTokenView(APIView):

@@ -91,19 +91,25 @@ class DatabaseLivenessMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        conn: Any
-        for conn in connections.all(initialized_only=True):
-            raw = conn.connection
-            if raw is None or conn.in_atomic_block or not conn.health_check_enabled:
-                continue
-            if connection_alive(raw):
-                conn.health_check_done = True
-            else:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001, S110 - it is being dropped because it is dead
-                    conn.connection = None
+        connections_checked()
         return self.get_response(request)
+
+
+def connections_checked() -> None:
+    """This thread's persistent connections checked as a request starts (see
+    ``DatabaseLivenessMiddleware``): a live one marked checked, a dead one closed."""
+    conn: Any
+    for conn in connections.all(initialized_only=True):
+        raw = conn.connection
+        if raw is None or conn.in_atomic_block or not conn.health_check_enabled:
+            continue
+        if connection_alive(raw):
+            conn.health_check_done = True
+        else:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001, S110 - it is being dropped because it is dead
+                conn.connection = None
 
 
 class FastContentNegotiation(DefaultContentNegotiation):

@@ -141,6 +141,29 @@ def counter_take(
     return granted > 0, left
 
 
+# Where a request the lean rank path (``api.fastpath``) already counted carries its decision
+# (``None``: admitted; else seconds to wait), so that Django, serving it after all, does not
+# count it twice. A WSGI environ key without ``HTTP_``: no caller's header can set it.
+RATE_DECIDED = "incentives.rate_limit"
+_UNDECIDED = object()
+
+
+def rate_limit_take(auth: Any) -> int | None:
+    """Admit one request of the caller ``auth`` (a key or a member grant) under
+    ``API_RATE_LIMITS``: ``None`` when admitted (or no limit applies), else the seconds until
+    its window ends."""
+    limits = getattr(settings, "API_RATE_LIMITS", {})
+    if isinstance(auth, CommunityApiKey) and "key" in limits:
+        ident, rate = f"key:{auth.pk}", limits["key"]
+    elif isinstance(auth, MemberGrant) and "member" in limits:
+        ident, rate = f"member:{auth.member.pk}", limits["member"]
+    else:
+        return None
+    allowed, period = parse_rate(rate)
+    admitted, left = counter_take(ident, allowed, period)
+    return None if admitted else left
+
+
 class AtomicRateThrottle(BaseThrottle):
     """``API_RATE_LIMITS = {"key": "600/min", "member": "120/min"}``; a missing entry means
     no limit for that kind of caller."""
@@ -149,20 +172,11 @@ class AtomicRateThrottle(BaseThrottle):
         self.retry_after: int | None = None
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        limits = getattr(settings, "API_RATE_LIMITS", {})
-        auth = request.auth
-        if isinstance(auth, CommunityApiKey) and "key" in limits:
-            ident, rate = f"key:{auth.pk}", limits["key"]
-        elif isinstance(auth, MemberGrant) and "member" in limits:
-            ident, rate = f"member:{auth.member.pk}", limits["member"]
-        else:
-            return True
-        allowed, period = parse_rate(rate)
-        admitted, left = counter_take(ident, allowed, period)
-        if not admitted:
-            self.retry_after = left
-            return False
-        return True
+        decided = request.META.get(RATE_DECIDED, _UNDECIDED)
+        if decided is _UNDECIDED:
+            decided = rate_limit_take(request.auth)
+        self.retry_after = decided
+        return decided is None
 
     def wait(self) -> float | None:
         return self.retry_after

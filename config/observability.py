@@ -105,8 +105,7 @@ class RequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        rid = incoming if SANE_ID.match(incoming) else uuid.uuid4().hex
+        rid = request_id_for(request.headers.get("X-Request-ID", ""))
         token = request_id_var.set(rid)
         started = time.perf_counter()
         try:
@@ -115,26 +114,53 @@ class RequestMiddleware:
             request_id_var.reset(token)
         elapsed = time.perf_counter() - started
         match = getattr(request, "resolver_match", None)
-        route = match.route if match is not None and match.route else "unmatched"
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, route).observe(elapsed)
         response["X-Request-ID"] = rid
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "request_id": rid,
-                "method": request.method,
-                "path": request.path,
-                "route": route,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
-                "community": (match.kwargs.get("community", "") if match is not None else ""),
-            },
+        request_observed(
+            method=request.method or "",
+            path=request.path,
+            route=match.route if match is not None and match.route else "unmatched",
+            status=response.status_code,
+            seconds=elapsed,
+            request_id=rid,
+            community=match.kwargs.get("community", "") if match is not None else "",
         )
         return response
+
+
+def request_id_for(incoming: str) -> str:
+    """The request's id: the caller's ``X-Request-ID`` when it is sane, else a new one."""
+    return incoming if SANE_ID.match(incoming) else uuid.uuid4().hex
+
+
+def request_observed(
+    *,
+    method: str,
+    path: str,
+    route: str,
+    status: int,
+    seconds: float,
+    request_id: str,
+    community: str,
+) -> None:
+    """A served request's metrics and its one access log line (``RequestMiddleware`` and the
+    lean rank path, ``api.fastpath``)."""
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route).observe(seconds)
+    access_log.info(
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "community": community,
+        },
+    )
 
 
 def broker_queue_depth(queue: str) -> int | None:

@@ -1,4 +1,5 @@
-"""The WSGI application, with chunked request bodies read before Django sees them.
+"""The WSGI application: the lean rank path first (``api.fastpath``), then Django, with
+chunked request bodies read before Django sees them.
 
 Django reads ``CONTENT_LENGTH`` bytes of a body and treats a body without one as empty, so a
 ``Transfer-Encoding: chunked`` upload (which gunicorn de-chunks) would reach the views as an
@@ -18,6 +19,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 django_application = get_wsgi_application()
 
+from api import fastpath  # noqa: E402 - after Django is set up
 from config.observability import access_log  # noqa: E402 - after Django is set up
 
 StartResponse = Callable[..., Any]
@@ -45,6 +47,9 @@ def _too_large(start_response: StartResponse, limit: int) -> list[bytes]:
 
 
 def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    served = fastpath.serve(environ, start_response)
+    if served is not None:
+        return served
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if chunked and not environ.get("CONTENT_LENGTH"):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # None: no limit

@@ -24,6 +24,7 @@ import os
 import random
 import threading
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -449,3 +450,66 @@ def test_simultaneous_reversals_of_one_members_day_both_succeed(server: Served) 
     ann = Member.objects.get(community=community, external_id="ann")
     total = LedgerEntry.objects.filter(member=ann).aggregate(s=Sum("points"))["s"]
     assert ann.balance == total == 15  # s2-s4 stand; s5 was paid by the re-score, then reversed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rank_lookups_through_the_real_server(server: Served) -> None:
+    """Rank lookups from eight threads at once, through gunicorn's threads (the lean rank path,
+    ``api/fastpath.py``, serves them): every answer ``200`` with the member's live points and
+    Django's headers, an unknown member ``404`` problem+json, and no lean-path failure in the
+    log (a failure would have been answered by Django, silently)."""
+    from rest_framework.test import APIClient
+
+    community = community_create(slug="ranked", name="Ranked")
+    _, key = api_key_create(community=community, scopes=["members:read"], name="ranks")
+    members = [f"m{k}" for k in range(8)] + ["小明"]
+    events_ingest(
+        community=community,
+        events=[
+            EventInput(f"{m}-{k}", "share", m) for n, m in enumerate(members) for k in range(n + 1)
+        ],
+    )
+    expected = {}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    for member in members:
+        expected[member] = client.get(f"/api/v1/communities/ranked/members/{member}/rank").json()
+    connection.close()
+    answers: list[tuple[str, int, dict[str, str], Any]] = []
+
+    def ask(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for n in range(40):
+            member = members[(index + n) % len(members)]
+            path = f"/api/v1/communities/ranked/members/{urllib.parse.quote(member)}/rank"
+            conn.request("GET", path, headers={"Authorization": f"Api-Key {key}"})
+            response = conn.getresponse()
+            answers.append(
+                (member, response.status, dict(response.getheaders()), json.loads(response.read()))
+            )
+        conn.close()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == 8 * 40
+    for member, status, headers, body in answers:
+        assert status == 200, body
+        assert body["points"] == expected[member]["points"]
+        assert (body["period"], body["total"]) == ("all_time", expected[member]["total"])
+        assert headers["Content-Type"] == "application/json"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Request-ID"]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request(
+        "GET",
+        "/api/v1/communities/ranked/members/nobody/rank",
+        headers={"Authorization": f"Api-Key {key}"},
+    )
+    missing = conn.getresponse()
+    assert (missing.status, missing.getheader("Content-Type")) == (404, "application/problem+json")
+    assert json.loads(missing.read())["code"] == "member_not_found"
+    conn.close()
+    assert "lean rank path failed" not in server.log.read_text(errors="replace")
