@@ -219,43 +219,36 @@ def member_rank_lookup(
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT CASE WHEN %s = 'all_time' THEN m.lifetime_points ELSE pt.points END,
+            SELECT CASE WHEN %(kind)s = 'all_time' THEN m.lifetime_points ELSE pt.points END,
                    s.rank, s.position, s.points, b.built_at, b.ranked,
                    (SELECT json_agg(json_build_array(s2.rank, s2.position, m2.external_id,
                                                      m2.display_name, s2.points)
                                     ORDER BY s2.position)
                     FROM points_ranksnapshot s2 JOIN points_member m2 ON m2.id = s2.member_id
-                    WHERE s2.community_id = %s AND s2.kind = %s AND s2.start = %s
-                      AND s2.position BETWEEN s.position - %s AND s.position + %s
+                    WHERE s2.community_id = %(community)s AND s2.kind = %(kind)s
+                      AND s2.start = %(start)s
+                      AND s2.position BETWEEN s.position - %(neighbours)s
+                                          AND s.position + %(neighbours)s
                       AND s2.position <> s.position)
             FROM points_member m
             LEFT JOIN points_periodtotal pt
                    ON pt.community_id = m.community_id AND pt.member_id = m.id
-                  AND pt.kind = %s AND pt.start = %s
+                  AND pt.kind = %(kind)s AND pt.start = %(start)s
             LEFT JOIN points_ranksnapshot s
-                   ON s.community_id = %s AND s.kind = %s AND s.start = %s AND s.member_id = m.id
+                   ON s.community_id = %(community)s AND s.kind = %(kind)s
+                  AND s.start = %(start)s AND s.member_id = m.id
             LEFT JOIN points_rankbuild b
-                   ON b.community_id = %s AND b.kind = %s AND b.start = %s
-            WHERE m.community_id = %s AND m.external_id = %s
+                   ON b.community_id = %(community)s AND b.kind = %(kind)s
+                  AND b.start = %(start)s
+            WHERE m.community_id = %(community)s AND m.external_id = %(member)s
             """,
-            [
-                kind,
-                community.pk,
-                kind,
-                start,
-                neighbours,
-                neighbours,
-                kind,
-                start,
-                community.pk,
-                kind,
-                start,
-                community.pk,
-                kind,
-                start,
-                community.pk,
-                external_id,
-            ],
+            {
+                "kind": kind,
+                "start": start,
+                "community": community.pk,
+                "neighbours": neighbours,
+                "member": external_id,
+            },
         )
         row = cursor.fetchone()
     if row is None:
