@@ -83,7 +83,7 @@ def event_validator() -> EventInputSerializer:
     return validator
 
 
-def _outcome_response(outcome: IngestOutcome) -> Response:
+def outcome_response(outcome: IngestOutcome) -> Response:
     if outcome.status == IngestStatus.ACCEPTED:
         return Response(event_result(outcome), status=status.HTTP_201_CREATED)
     if outcome.status == IngestStatus.REPLAYED:
@@ -181,12 +181,17 @@ class EventCreateView(APIView):
         tags=["events"],
     )
     def post(self, request: Request, community: str) -> Response:
-        found = _community(request)
-        event = EventInputSerializer.event_from(event_validator().validated(request.data))
-        outcome = group_commit.ingest(found, event)  # concurrent single events share a commit
-        member_wrote(found.pk, [event], [outcome])  # their reads: the primary (docs/scaling.md)
-        record_ingest([outcome], {event.client_id: event.type})
-        return _outcome_response(outcome)
+        return outcome_response(event_post(_community(request), request.data))
+
+
+def event_post(community: Any, data: Any) -> IngestOutcome:
+    """One posted event's body validated (``ValidationError`` before anything is written),
+    ingested and recorded: ``EventCreateView`` and the lean path (``api.fastpath``)."""
+    event = EventInputSerializer.event_from(event_validator().validated(data))
+    outcome = group_commit.ingest(community, event)  # concurrent single events share a commit
+    member_wrote(community.pk, [event], [outcome])  # their reads: the primary (docs/scaling.md)
+    record_ingest([outcome], {event.client_id: event.type})
+    return outcome
 
 
 class EventBatchView(APIView):

@@ -72,7 +72,7 @@ def key(community: Community) -> str:
     return api_key_create(community=community, scopes=["members:read"], name="bot")[1]
 
 
-def _environ(path: str, key: str | None, query: str = "", **extra: str) -> dict[str, Any]:
+def _environ(path: str, key: str | None, query: str = "", **extra: Any) -> dict[str, Any]:
     """A request's WSGI environ as gunicorn builds it (PEP 3333: the path's UTF-8 bytes as
     latin-1 text)."""
     environ: dict[str, Any] = {
@@ -284,7 +284,7 @@ def test_keys_of_another_community_or_scope_and_member_tokens_reach_django(
 
 def test_switched_off_everything_reaches_django(key: str) -> None:
     environ = _environ(f"{API}/members/ann/rank", key)
-    with override_settings(API_FAST_RANK=False):
+    with override_settings(API_FAST_PATHS=False):
         assert _served_fast(environ) is None
         assert _call(application, environ)[0] == "200 OK"
 
@@ -346,3 +346,169 @@ def test_a_served_request_is_logged_and_measured_once(
     assert (line.route, line.status, line.request_id, line.community) == (route, 200, "r-1", "acme")
     assert line.path == f"{API}/members/ann/rank"
     assert counted._value.get() == before + 1  # type: ignore[attr-defined]
+
+
+# --- single events: POST …/events ------------------------------------------------------------
+
+
+def _post(
+    slug: str, key: str, body: Any, content_type: str = "application/json", **extra: Any
+) -> dict[str, Any]:
+    """A fresh environ for an event post (its body stream is read once)."""
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    return _environ(
+        f"/api/v1/communities/{slug}/events",
+        key,
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE=content_type,
+        CONTENT_LENGTH=str(len(data)),
+        **{"wsgi.input": io.BytesIO(data)},
+        **extra,
+    )
+
+
+@pytest.fixture
+def twins(community: Community) -> tuple[str, str]:
+    """Two communities alike (the same rules, time zone and members), with a writing key
+    each: what the lean path answers in one, Django answers in the other."""
+    twin = community_create(slug="acme2", name="Acme 社群", timezone_name="Asia/Shanghai")
+    keys = []
+    for each in (community, twin):
+        events_ingest(community=each, events=[EventInput("seed", "share", "ann")])
+        keys.append(api_key_create(community=each, scopes=["events:write"], name="bot")[1])
+    return keys[0], keys[1]
+
+
+EVENTS: list[tuple[str, Any, str]] = [
+    ("a check-in", {"id": "e1", "type": "check_in", "member": "ann"}, "201 Created"),
+    ("its replay", {"id": "e1", "type": "check_in", "member": "ann"}, "200 OK"),
+    ("its id reused", {"id": "e1", "type": "share", "member": "ann"}, "409 Conflict"),
+    (
+        "a new member, named",
+        {"id": "e2", "type": "share", "member": "小明", "meta": {"display_name": "小明 ✓"}},
+        "201 Created",
+    ),
+    ("a reaction paying ann", {"id": "e3", "type": "reaction", "member": "bob"}, "201 Created"),
+    ("a peer score without score", {"id": "e4", "type": "peer_score", "member": "bob"}, "400"),
+    ("a share in the past", {"id": "e5", "type": "share", "member": "bob"}, "201 Created"),
+    ("an unknown type", {"id": "e6", "type": "nope!", "member": "bob"}, "400 Bad Request"),
+    ("no id", {"type": "share", "member": "bob"}, "400 Bad Request"),
+]
+
+
+def test_single_events_are_answered_as_django_answers_them(twins: tuple[str, str]) -> None:
+    """The same sequence posted to both twins, one through the lean path, the other through
+    Django: the same status, headers and bytes every time (replays, conflicts and invalid
+    events included; what the validator refuses is handed to Django)."""
+    fast_key, slow_key = twins
+    served = []
+    for name, body, status in EVENTS:
+        if name == "a reaction paying ann":
+            body = {**body, "target": "c1", "content": {"id": "c1", "author": "ann"}}
+        if name == "a share in the past":
+            body = {**body, "occurred_at": "2026-01-05T08:00:00+08:00"}
+        fast = _served_fast(_post("acme", fast_key, body))
+        if fast is None:
+            fast = _call(application, _post("acme", fast_key, body))
+        else:
+            served.append(name)
+        slow = _call(django_application, _post("acme2", slow_key, body))
+        assert fast[0].startswith(status), (name, fast)
+        assert fast[0] == slow[0], name
+        fast_headers, slow_headers = dict(fast[1]), dict(slow[1])
+        fast_headers.pop("X-Request-ID")
+        slow_headers.pop("X-Request-ID")
+        assert fast_headers == slow_headers, name
+        assert fast[2] == slow[2], name
+    assert served == [name for name, *_ in EVENTS[:7]]  # the validator's refusals: Django
+
+
+EVENTS_HANDED_ON: list[tuple[str, dict[str, Any], str]] = [
+    ("text/plain", {"CONTENT_TYPE": "text/plain"}, "415 Unsupported Media Type"),
+    ("no length (chunked)", {"CONTENT_LENGTH": ""}, "400 Bad Request"),
+    ("a query", {"QUERY_STRING": "x=1"}, "201 Created"),
+    ("a language", {"HTTP_ACCEPT_LANGUAGE": "zh-CN"}, "201 Created"),
+    ("a read-only key", {"HTTP_AUTHORIZATION": "read-only"}, "403 Forbidden"),
+    ("the batch path", {"PATH_INFO": "/api/v1/communities/acme/events/batch"}, "400 Bad Request"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "status"), EVENTS_HANDED_ON, ids=[c[0] for c in EVENTS_HANDED_ON]
+)
+def test_event_posts_the_lean_path_does_not_serve_reach_django(
+    community: Community, case: str, change: dict[str, Any], status: str
+) -> None:
+    key = api_key_create(community=community, scopes=["events:write"], name="w")[1]
+    if change.get("HTTP_AUTHORIZATION") == "read-only":
+        reader = api_key_create(community=community, scopes=["members:read"], name="r")[1]
+        change = {"HTTP_AUTHORIZATION": f"Api-Key {reader}"}
+    body = {"id": "h1", "type": "share", "member": "ann"}
+    assert _served_fast({**_post("acme", key, body), **change}) is None
+    answer = _call(application, {**_post("acme", key, body), **change})
+    assert answer[0] == status, answer
+    if case == "a language":
+        assert answer[1]["Content-Language"] == "zh-hans"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"id": "m1", "type": "share", "member": ', "malformed_json"),
+        (b'{"id": "m1", "type": "share", "member": "ann", "meta": {"x": NaN}}', "validation_error"),
+        (b'{"id": "m1", "type": "share", "member": "ann\\u0000"}', "validation_error"),
+    ],
+)
+def test_a_body_the_parser_refuses_reaches_django_whole(
+    community: Community, body: bytes, code: str
+) -> None:
+    """The lean path read the body; Django reads the same bytes again (not an empty body)."""
+    key = api_key_create(community=community, scopes=["events:write"], name="w")[1]
+    assert _served_fast(_post("acme", key, body)) is None
+    status, headers, answer = _call(application, _post("acme", key, body))
+    assert (status, headers["Content-Type"]) == ("400 Bad Request", "application/problem+json")
+    assert json.loads(answer)["code"] == code
+
+
+def test_a_body_over_the_limit_reaches_django(community: Community) -> None:
+    key = api_key_create(community=community, scopes=["events:write"], name="w")[1]
+    body = {"id": "big", "type": "share", "member": "ann", "meta": {"x": "y" * 4000}}
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000):
+        assert _served_fast(_post("acme", key, body)) is None
+        assert _call(application, _post("acme", key, body))[0] == "413 Request Entity Too Large"
+
+
+def test_a_failure_after_the_commit_is_answered_by_django_as_a_replay(
+    community: Community, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If anything fails once the event may be stored, Django gets the request and ingests
+    it again: the ledger's exactly-once keys answer it as the replay it is, never twice."""
+    key = api_key_create(community=community, scopes=["events:write"], name="w")[1]
+    real = fastpath.event_post
+
+    def stored_then_failed(*args: Any) -> Any:
+        real(*args)
+        raise ConnectionError("the answer was lost")
+
+    monkeypatch.setattr(fastpath, "event_post", stored_then_failed)
+    body = {"id": "once", "type": "share", "member": "ann"}
+    status, _headers, answer = _call(application, _post("acme", key, body))
+    assert (status, json.loads(answer)["status"]) == ("200 OK", "replayed")
+    from points.models import Event
+
+    assert Event.objects.filter(community=community, client_id="once").count() == 1
+
+
+def test_each_event_post_is_counted_once_against_the_rate_limit(community: Community) -> None:
+    api_key, plain = api_key_create(community=community, scopes=["events:write"], name="b")
+    throttles.rate_limit_leases_clear()
+    with override_settings(API_RATE_LIMITS={"key": "2/h"}):
+        answers = [
+            _call(
+                application, _post("acme", plain, {"id": f"r{k}", "type": "share", "member": "a"})
+            )
+            for k in range(3)
+        ]
+    assert [a[0] for a in answers] == ["201 Created", "201 Created", "429 Too Many Requests"]
+    assert _hits(api_key.pk) == 3
+    throttles.rate_limit_leases_clear()

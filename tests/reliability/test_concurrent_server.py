@@ -512,4 +512,4 @@ def test_rank_lookups_through_the_real_server(server: Served) -> None:
     assert (missing.status, missing.getheader("Content-Type")) == (404, "application/problem+json")
     assert json.loads(missing.read())["code"] == "member_not_found"
     conn.close()
-    assert "lean rank path failed" not in server.log.read_text(errors="replace")
+    assert "lean path failed" not in server.log.read_text(errors="replace")
