@@ -356,15 +356,16 @@ def _post(
 ) -> dict[str, Any]:
     """A fresh environ for an event post (its body stream is read once)."""
     data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-    return _environ(
+    environ = _environ(
         f"/api/v1/communities/{slug}/events",
         key,
         REQUEST_METHOD="POST",
         CONTENT_TYPE=content_type,
         CONTENT_LENGTH=str(len(data)),
-        **{"wsgi.input": io.BytesIO(data)},
         **extra,
     )
+    environ["wsgi.input"] = io.BytesIO(data)
+    return environ
 
 
 @pytest.fixture
