@@ -513,3 +513,22 @@ def test_each_event_post_is_counted_once_against_the_rate_limit(community: Commu
     assert [a[0] for a in answers] == ["201 Created", "201 Created", "429 Too Many Requests"]
     assert _hits(api_key.pk) == 3
     throttles.rate_limit_leases_clear()
+
+
+def test_a_served_event_is_logged_and_measured_once(
+    community: Community, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = api_key_create(community=community, scopes=["events:write"], name="w")[1]
+    route = "api/v1/communities/<slug:community>/events"
+    counted = HTTP_REQUESTS.labels("POST", route, "201")
+    before = counted._value.get()  # type: ignore[attr-defined]
+    body = {"id": "logged", "type": "share", "member": "ann"}
+    with caplog.at_level(logging.INFO, logger="incentives.access"):
+        fast = _served_fast(_post("acme", key, body, HTTP_X_REQUEST_ID="ev-1"))
+    assert fast is not None
+    assert fast[0] == "201 Created"
+    lines: list[Any] = [r for r in caplog.records if r.name == "incentives.access"]
+    assert [(r.route, r.status, r.request_id, r.method) for r in lines] == [
+        (route, 201, "ev-1", "POST")
+    ]
+    assert counted._value.get() == before + 1  # type: ignore[attr-defined]
