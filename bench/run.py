@@ -168,7 +168,11 @@ def main() -> int:
             threads=threads,
             log_path=OUT_DIR / "gunicorn.log",
         ) as server:
-            note(f"server: {server.description} on 127.0.0.1:{server.port}, CONN_MAX_AGE=600")
+            lean = "off" if os.environ.get("API_FAST_PATHS", "1") != "1" else "on"
+            note(
+                f"server: {server.description} on 127.0.0.1:{server.port}, CONN_MAX_AGE=600, "
+                f"lean path for rank lookups and single events {lean} (API_FAST_PATHS)"
+            )
             if os.environ.get("API_RATE_LIMIT_KEY", "").strip():
                 note(
                     "rate limits on, counted in "
