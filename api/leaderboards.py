@@ -273,7 +273,7 @@ def member_rank_answer(
     community: Community, member: str, kind: str, month: str | None = None
 ) -> dict[str, Any] | None:
     """The rank answer's body for ``member`` (``None``: no such member), as ``MemberRankView``
-    and the lean rank path (``api.fastpath``) serve it."""
+    and the lean path (``api.fastpath``) serve it."""
     period = period_resolve(community, kind, month)
     with reads_from_replica(member=(community.pk, member)):  # the member lag rule
         result = member_rank_fresh(community, member, period)

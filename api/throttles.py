@@ -141,7 +141,7 @@ def counter_take(
     return granted > 0, left
 
 
-# Where a request the lean rank path (``api.fastpath``) already counted carries its decision
+# Where a request the lean path (``api.fastpath``) already counted carries its decision
 # (``None``: admitted; else seconds to wait), so that Django, serving it after all, does not
 # count it twice. A WSGI environ key without ``HTTP_``: no caller's header can set it.
 RATE_DECIDED = "incentives.rate_limit"

@@ -143,7 +143,7 @@ def request_observed(
     community: str,
 ) -> None:
     """A served request's metrics and its one access log line (``RequestMiddleware`` and the
-    lean rank path, ``api.fastpath``)."""
+    lean path, ``api.fastpath``)."""
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_LATENCY.labels(method, route).observe(seconds)
     access_log.info(

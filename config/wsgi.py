@@ -1,5 +1,5 @@
-"""The WSGI application: the lean rank path first (``api.fastpath``), then Django, with
-chunked request bodies read before Django sees them.
+"""The WSGI application: the lean path for rank lookups and single events first
+(``api.fastpath``), then Django, with chunked request bodies read before Django sees them.
 
 Django reads ``CONTENT_LENGTH`` bytes of a body and treats a body without one as empty, so a
 ``Transfer-Encoding: chunked`` upload (which gunicorn de-chunks) would reach the views as an

@@ -1,7 +1,8 @@
-"""The lean rank path (api/fastpath.py): the rank lookups it serves are answered byte for byte
-as Django and DRF answer them (status, headers, body), through the WSGI application gunicorn
-runs; everything it does not serve reaches Django untouched; a request is counted once
-against the rate limit, logged once and measured once."""
+"""The lean path (api/fastpath.py): the rank lookups and single events it serves are answered
+byte for byte as Django and DRF answer them (status, headers, body), through the WSGI
+application gunicorn runs; everything it does not serve reaches Django untouched; an event is
+never written twice; a request is counted once against the rate limit, logged once and
+measured once."""
 
 from __future__ import annotations
 

@@ -454,7 +454,7 @@ def test_simultaneous_reversals_of_one_members_day_both_succeed(server: Served) 
 
 @pytest.mark.django_db(transaction=True)
 def test_rank_lookups_through_the_real_server(server: Served) -> None:
-    """Rank lookups from eight threads at once, through gunicorn's threads (the lean rank path,
+    """Rank lookups from eight threads at once, through gunicorn's threads (the lean path,
     ``api/fastpath.py``, serves them): every answer ``200`` with the member's live points and
     Django's headers, an unknown member ``404`` problem+json, and no lean-path failure in the
     log (a failure would have been answered by Django, silently)."""
