@@ -26,18 +26,9 @@ from api import throttles
 from api.middleware import FastContentNegotiation, connection_alive
 from points.models import Community
 from points.services import EventInput, events_ingest
+from tests.redis_db import REDIS, redis_up
 
 API = "/api/v1/communities/acme"
-REDIS = "redis://127.0.0.1:6379/15"
-
-
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
-    except Exception:  # noqa: BLE001 - any failure means "not available"
-        return False
 
 
 # --- middleware: the API has no session; the web pages keep sessions, CSRF and messages ----
@@ -106,7 +97,7 @@ def test_the_admin_keeps_sessions_csrf_and_messages(db: None) -> None:
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     throttles.rate_limit_leases_clear()
     if request.param == "redis":
-        if not _redis_up():
+        if not redis_up():
             pytest.skip("no Redis at 127.0.0.1:6379")
         import redis
 

@@ -14,23 +14,13 @@ from rest_framework.test import APIClient
 from api.throttles import counter_hit, parse_rate
 from points.models import Community, Member
 from points.services import EventInput, events_ingest, member_token_issue
-
-REDIS = "redis://127.0.0.1:6379/15"
-
-
-def _redis_up() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping())
-    except Exception:  # noqa: BLE001 - any failure means "not available"
-        return False
+from tests.redis_db import REDIS, redis_up
 
 
 @pytest.fixture(params=["postgresql", "redis"])
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "redis":
-        if not _redis_up():
+        if not redis_up():
             pytest.skip("no Redis at 127.0.0.1:6379")
         import redis
 
