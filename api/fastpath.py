@@ -20,8 +20,8 @@ running that middleware over a template response, for plain and secure requests.
 leaves out is what these requests do not need: the URL resolver, the session, authentication
 and message middleware (already skipped for the API), CSRF (DRF's views are exempt), the locale
 middleware's negotiation (no ``Accept-Language``, no cookie: the default language), DRF's
-request wrapping, negotiation, view dispatch and renderer (bodies are encoded as DRF's
-``JSONRenderer`` does: compact, UTF-8, no NaN).
+request wrapping, negotiation and view dispatch (bodies are encoded by the API's own
+``JSONRenderer``).
 
 Everything else is handed to Django untouched (``serve`` returns ``None``) and answered exactly
 as before: another method or path; a rank query other than one ``period`` of all_time, month or
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import logging
 import re
 import time
@@ -57,11 +56,12 @@ from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.locale import LocaleMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import resolve
 from django.utils import translation
-from django.utils.cache import patch_vary_headers
 from rest_framework.exceptions import APIException
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from api.auth import KEYWORD, api_key_check, key_allows
@@ -87,6 +87,7 @@ _ACCEPTED = frozenset({"", "*/*", "application/json"})
 _JSON_BODIES = frozenset({"application/json", "application/json; charset=utf-8"})
 JSON = "application/json"
 _PARSER = LimitedJSONParser()
+_RENDERER = JSONRenderer()  # the API's one renderer (REST_FRAMEWORK settings)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _rank(member: str, kind: str, api_key: CommunityApiKey) -> _Answer | None:
     body = member_rank_answer(api_key.community, member, kind)
     if body is None:
         return None  # Django answers the 404
-    return _Answer(200, "OK", JSON, _json(body), _language())
+    return _Answer(200, "OK", JSON, _RENDERER.render(body), _language())
 
 
 _PLAIN = frozenset({IngestStatus.ACCEPTED, IngestStatus.REPLAYED})
@@ -239,16 +240,9 @@ def _event(body: bytes, api_key: CommunityApiKey) -> _Answer:
         response.status_code,
         response.reason_phrase,
         response.content_type or JSON,
-        _json(response.data),
+        _RENDERER.render(response.data),
         language,
     )
-
-
-def _json(data: Any) -> bytes:
-    """As DRF's ``JSONRenderer`` (``UNICODE_JSON``, ``COMPACT_JSON``, ``STRICT_JSON``) renders
-    the plain data of an answer (strings, numbers, booleans, ``None``, lists and dicts)."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
 
 
 class _Body:
@@ -295,8 +289,8 @@ def _headers(view: Any, secure: bool, language: str) -> Headers:
     instance = view()
     instance.setup(request)  # as ``as_view`` does: a view with ``get`` also answers ``HEAD``
     response["Allow"] = ", ".join(instance.allowed_methods)
-    patch_vary_headers(response, ("Accept-Language",))
-    response.headers.setdefault("Content-Language", language)
+    with translation.override(language):
+        LocaleMiddleware(_unused).process_response(request, response)
     XFrameOptionsMiddleware(_unused).process_response(request, response)
     SecurityMiddleware(_unused).process_response(request, response)
     return [(k, v) for k, v in response.items() if k not in ("Content-Type", "Content-Length")]

@@ -31,7 +31,7 @@ from config.db_router import member_wrote
 from config.observability import record_ingest
 from incentives.standing import member_standing, rank_snapshots_queue
 from points.ingest.group import group_commit
-from points.models import LedgerEntry, Scope
+from points.models import Community, LedgerEntry, Scope
 from points.selectors import member_by_external_id, member_ledger
 from points.services import (
     EventInput,
@@ -184,7 +184,7 @@ class EventCreateView(APIView):
         return outcome_response(event_post(_community(request), request.data))
 
 
-def event_post(community: Any, data: Any) -> IngestOutcome:
+def event_post(community: Community, data: Any) -> IngestOutcome:
     """One posted event's body validated (``ValidationError`` before anything is written),
     ingested and recorded: ``EventCreateView`` and the lean path (``api.fastpath``)."""
     event = EventInputSerializer.event_from(event_validator().validated(data))

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from rest_framework.test import APIClient
 
 from points.models import Community
@@ -32,3 +34,15 @@ def make_client() -> Callable[..., APIClient]:
 @pytest.fixture
 def client_for(community: Community, make_client: Callable[..., APIClient]) -> APIClient:
     return make_client(community)
+
+
+@pytest.fixture
+def keep_test_connection() -> Iterator[None]:
+    """For tests that call the WSGI application itself: like Django's test client, keep the
+    request signals from closing the test's database connection (and its transaction) at the
+    start and end of each request."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

@@ -10,13 +10,12 @@ import datetime as dt
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.test import override_settings
 
 from api import fastpath, throttles
@@ -36,21 +35,18 @@ API = "/api/v1/communities/acme"
 Answer = tuple[str, dict[str, str], bytes]
 
 
+pytestmark = pytest.mark.usefixtures("keep_test_connection")  # tests/conftest.py
+
+
 @pytest.fixture(autouse=True)
-def one_connection(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """As Django's test client does: the request signals must not close the test's connection
-    (it holds the test's transaction)."""
+def eager_rebuilds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank rebuild a read queues runs in this process (no broker here)."""
     from config.celery import app
     from points import services
 
     monkeypatch.setitem(app.conf, "task_always_eager", True)
     monkeypatch.setitem(app.conf, "task_eager_propagates", True)
     monkeypatch.setattr(services, "_rebuild_queued_at", {})
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
@@ -131,14 +127,19 @@ def _served_fast(environ: dict[str, Any]) -> Answer | None:
     return started["status"], dict(started["headers"]), body
 
 
+def _assert_same_headers(fast: Answer, slow: Answer, name: str = "") -> None:
+    """The same headers but the request id, which each request gets its own of."""
+    fast_headers, slow_headers = dict(fast[1]), dict(slow[1])
+    assert fast_headers.pop("X-Request-ID")
+    assert slow_headers.pop("X-Request-ID")
+    assert fast_headers == slow_headers, name
+
+
 def _assert_same(fast: Answer, slow: Answer) -> None:
     """Same status, headers (a generated request id aside) and body (the snapshot's age may
     have turned a second between the two)."""
     assert fast[0] == slow[0]
-    fast_headers, slow_headers = dict(fast[1]), dict(slow[1])
-    assert fast_headers.pop("X-Request-ID")
-    assert slow_headers.pop("X-Request-ID")
-    assert fast_headers == slow_headers
+    _assert_same_headers(fast, slow)
     fast_body, slow_body = json.loads(fast[2]), json.loads(slow[2])
     if fast_body.get("age_seconds") == slow_body.get("age_seconds"):
         assert fast[2] == slow[2]
@@ -417,10 +418,7 @@ def test_single_events_are_answered_as_django_answers_them(twins: tuple[str, str
         slow = _call(django_application, _post("acme2", slow_key, body))
         assert fast[0].startswith(status), (name, fast)
         assert fast[0] == slow[0], name
-        fast_headers, slow_headers = dict(fast[1]), dict(slow[1])
-        fast_headers.pop("X-Request-ID")
-        slow_headers.pop("X-Request-ID")
-        assert fast_headers == slow_headers, name
+        _assert_same_headers(fast, slow, name)
         assert fast[2] == slow[2], name
     assert served == [name for name, *_ in EVENTS[:7]]  # the validator's refusals: Django
 
@@ -459,7 +457,22 @@ def test_event_posts_the_lean_path_does_not_serve_reach_django(
         (b'{"id": "m1", "type": "share", "member": ', "malformed_json"),
         (b'{"id": "m1", "type": "share", "member": "ann", "meta": {"x": NaN}}', "validation_error"),
         (b'{"id": "m1", "type": "share", "member": "ann\\u0000"}', "validation_error"),
+        (b'{"id": "m1", "type": "share", "member": "ann\\ud800"}', "validation_error"),
+        (
+            b'{"id": "m1", "type": "share", "member": "ann", "meta": '
+            + b'{"a": ' * 40
+            + b"1"
+            + b"}" * 41,
+            "validation_error",
+        ),
+        (
+            b'{"id": "m1", "type": "share", "member": "ann", "score": ' + b"9" * 5000 + b"}",
+            "number_too_large",
+        ),
+        (b'{"id": "m1", "type": "share", "member": "ann", "score": 1e999}', "validation_error"),
+        (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),
     ],
+    ids=["malformed", "NaN", "NUL", "lone surrogate", "deep", "huge integer", "1e999", "recursion"],
 )
 def test_a_body_the_parser_refuses_reaches_django_whole(
     community: Community, body: bytes, code: str

@@ -9,13 +9,10 @@ The number of examples per operation is bounded for CI (``FUZZ_EXAMPLES``, defau
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
@@ -48,15 +45,8 @@ def _header(response: Any, name: str) -> str:
     return ""
 
 
-@pytest.fixture(autouse=True)
-def keep_test_connection() -> Iterator[None]:
-    """Requests go through the real WSGI app; like Django's test client, keep it from closing
-    the test's database connection (and its transaction) at the end of each request."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+# Requests go through the real WSGI app (tests/conftest.py: the test's connection is kept).
+pytestmark = pytest.mark.usefixtures("keep_test_connection")
 
 
 @pytest.fixture
