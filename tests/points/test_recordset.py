@@ -51,7 +51,9 @@ ARRAYS: dict[str, st.SearchStrategy[list[Any]]] = {
         st.one_of(
             st.none(),
             st.text(alphabet='ab"\\,{} NUL\t'),
-            st.text(st.characters(exclude_characters="\x00")),
+            # No U+0000 and no lone surrogates: neither reaches a statement (api.parsers refuses
+            # both) and neither can be sent as UTF-8 text at all.
+            st.text(st.characters(exclude_characters="\x00", codec="utf-8")),
         )
     ),
     "bigint": st.lists(st.integers(-(2**63), 2**63 - 1)),
