@@ -61,6 +61,7 @@ import psycopg
 from bench import database
 from bench.load import EVENT_TYPES, run_phase
 from bench.server import BIN, ROOT, Server, gunicorn
+from config.gunicorn_worker import THREADED_WORKER
 
 OUT_DIR = ROOT / "var" / "bench"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -526,7 +527,7 @@ def _servers(env: dict[str, str], workers: int, threads: int, work: Path) -> Ite
         gunicorn(
             env=env,
             workers=workers,
-            worker_class="gthread",
+            worker_class=THREADED_WORKER,
             threads=threads,
             log_path=work / f"gunicorn-{name}.log",
         )

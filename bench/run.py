@@ -41,6 +41,7 @@ from bench.load import (
     run_phase,
 )
 from bench.server import ROOT, gunicorn
+from config.gunicorn_worker import THREADED_WORKER
 
 OUT_DIR = ROOT / "var" / "bench"
 
@@ -133,7 +134,7 @@ def main() -> int:
     size = _env_int("BENCH_BATCH", 500)
     members = _env_int("BENCH_MEMBERS", 10_000)
     workers = _env_int("BENCH_WORKERS", 3)
-    worker_class = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+    worker_class = os.environ.get("BENCH_WORKER_CLASS", THREADED_WORKER)
     threads = _env_int("BENCH_THREADS", 4)
     dbname = os.environ.get("BENCH_DB", "bench_incentives")
     keep_db = os.environ.get("BENCH_KEEP_DB") == "1"

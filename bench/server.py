@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.gunicorn_worker import THREADED_WORKER
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -29,6 +31,11 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def threaded(worker_class: str) -> bool:
+    """gunicorn's gthread or ours built on it (``config/gunicorn_worker.py``)."""
+    return worker_class in ("gthread", THREADED_WORKER)
 
 
 def _healthy(port: int) -> bool:
@@ -63,7 +70,7 @@ def gunicorn(
         "--graceful-timeout",
         "5",
     ]
-    if worker_class == "gthread":
+    if threaded(worker_class):
         command += ["--threads", str(threads)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -79,7 +86,7 @@ def gunicorn(
                 raise RuntimeError(f"gunicorn did not answer /healthz; see {log_path}")
             time.sleep(0.2)
         what = f"gunicorn {worker_class}, {workers} workers"
-        if worker_class == "gthread":
+        if threaded(worker_class):
             what += f" x {threads} threads"
         yield Server(port=port, pid=proc.pid, description=what)
     finally:

@@ -7,7 +7,8 @@
   error, not with gunicorn's HTML page.
 * No gunicorn access log: ``config.observability.RequestMiddleware`` writes the one access line
   per request (with its request id); gunicorn logs refused requests as warnings.
-* Threaded workers (``WEB_WORKER_CLASS``, ``WEB_THREADS``) and a frozen start-up heap.
+* Threaded workers (``WEB_WORKER_CLASS``, ``WEB_THREADS``, ``WEB_KEEPALIVE_LINGER``) and a frozen
+  start-up heap.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 
 from gunicorn import util
 
+from config.gunicorn_worker import THREADED_WORKER
+
 # Threaded workers: concurrent single events of one process then share one commit (group
-# commit, docs/decisions.md 46); a sync worker serves one request at a time.
-worker_class = os.environ.get("WEB_WORKER_CLASS", "gthread")
+# commit, docs/decisions.md 46); a sync worker serves one request at a time. gunicorn's gthread
+# worker, with a thread that stays on a busy keep-alive connection (config/gunicorn_worker.py).
+worker_class = os.environ.get("WEB_WORKER_CLASS", THREADED_WORKER)
 threads = int(os.environ.get("WEB_THREADS", "4"))
 
 

@@ -38,6 +38,7 @@ from django.db.models import Sum
 
 from api.serializers import timestamp
 from bench.server import gunicorn
+from config.gunicorn_worker import THREADED_WORKER
 from points.models import AuditLog, Community, EntryKind, Event, LedgerEntry, Member
 from points.selectors import event_answer
 from points.services import EventInput, api_key_create, community_create, events_ingest
@@ -90,7 +91,7 @@ def server(
         "INCENTIVES_DATA_DIR": str(tmp / "data"),
     }
     with gunicorn(
-        env=env, workers=4, worker_class="gthread", threads=4, log_path=tmp / "gunicorn.log"
+        env=env, workers=4, worker_class=THREADED_WORKER, threads=4, log_path=tmp / "gunicorn.log"
     ) as started:
         yield Served(started.port, tmp / "gunicorn.log")
 

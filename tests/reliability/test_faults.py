@@ -44,6 +44,7 @@ from kombu import Connection
 
 from bench.server import free_port, gunicorn
 from config.database import BASE_DIR
+from config.gunicorn_worker import THREADED_WORKER
 from points.ledger import ledger_post, member_lock
 from points.models import (
     AwardOnce,
@@ -363,7 +364,7 @@ def test_an_immediate_stop_loses_no_acknowledged_event_and_doubles_none(
     lock = threading.Lock()
     all_ids = [f"c{c}-{i}" for c in range(CRASH_BOTS) for i in range(CRASH_EVENTS_PER_BOT)]
     with gunicorn(
-        env=env, workers=2, worker_class="gthread", threads=4, log_path=tmp_path / "g.log"
+        env=env, workers=2, worker_class=THREADED_WORKER, threads=4, log_path=tmp_path / "g.log"
     ) as web:
 
         def bot(client: int) -> None:
