@@ -4,8 +4,9 @@ Figures go to stdout, one per line, as ``name: ours X unit, raw baseline Y unit,
 progress, settings and the profile paths go to stderr as ``# …`` lines.
 
 Knobs (environment): BENCH_SECONDS (8), BENCH_WARMUP (2), BENCH_CLIENTS (4),
-BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS (gthread),
-BENCH_THREADS (4, gthread only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
+BENCH_BATCH (500), BENCH_MEMBERS (10000), BENCH_WORKERS (3), BENCH_WORKER_CLASS
+(config.gunicorn_worker.LingeringThreadWorker, as make run), BENCH_THREADS (4, threaded workers
+only), BENCH_DB (bench_incentives), BENCH_KEEP_DB (0),
 BENCH_PROFILE (1), BENCH_PYSPY (1), BENCH_ONLY (all | ingest | ranks | jobs | freshness |
 rewards | reports | reversal | storage), BENCH_RANK_MEMBERS (1000000), BENCH_RANK_REQUESTS
 (4000).
