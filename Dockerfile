@@ -51,5 +51,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; h = (os.environ.get('DJANGO_ALLOWED_HOSTS') or 'localhost').split(',')[0].strip().lstrip('.').replace('*', 'localhost') or 'localhost'; r.urlopen(r.Request('http://127.0.0.1:8000/healthz', headers={'Host': h, 'X-Forwarded-Proto': 'https'}), timeout=4)"]
 
 # config/gunicorn_conf.py: request limits, problem+json for requests refused before Django, no
-# second access log line (the app writes one per request).
+# second access log line (the app writes one per request), the threaded worker of
+# config/gunicorn_worker.py (WEB_THREADS, WEB_KEEPALIVE_LINGER).
 CMD ["gunicorn", "config.wsgi:application", "--config", "python:config.gunicorn_conf", "--bind", "0.0.0.0:8000", "--timeout", "60", "--graceful-timeout", "30"]
