@@ -26,6 +26,33 @@ LOCAL_TEST_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _embedded_server: Any = None
 
 
+def task_queue_dir(database_url: str, data_dir: Path = DATA_DIR) -> Path:
+    """The filesystem broker's folder (``make run`` without ``CELERY_BROKER_URL``), one per
+    database: a task names rows of the database it was queued for (a community by id), so a
+    worker on another database (a benchmark's, a script's) must never take it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        name = str(conninfo_to_dict(database_url).get("dbname") or "")
+    except Exception:  # noqa: BLE001 - an unparsable URL fails later, where it is used
+        name = ""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
+    return data_dir / "celery-queue" / (safe or "default")
+
+
+def filesystem_broker_options(queue_dir: Path) -> dict[str, Any]:
+    """kombu's filesystem transport options for ``queue_dir`` (made if missing)."""
+    (queue_dir / "control").mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue_dir),
+        "data_folder_out": str(queue_dir),
+        "processed_folder": str(queue_dir),
+        "store_processed": False,
+        # kombu's broadcast (pidbox) files go under var/ too, not into the working directory
+        "control_folder": str(queue_dir / "control"),
+    }
+
+
 def _answers(url: str) -> bool:
     import psycopg
 

@@ -5,20 +5,13 @@ import os
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
-from config.database import DATA_DIR
+from config.database import filesystem_broker_options, task_queue_dir
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "").strip() or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _queue_dir = DATA_DIR / "celery-queue"
-    (_queue_dir / "control").mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_queue_dir),
-        "data_folder_out": str(_queue_dir),
-        "processed_folder": str(_queue_dir),
-        "store_processed": False,
-        # kombu's broadcast (pidbox) files go under var/ too, not into the working directory
-        "control_folder": str(_queue_dir / "control"),
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(
+        task_queue_dir(os.environ.get("DATABASE_URL", "").strip())
+    )
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
