@@ -37,6 +37,7 @@ from points.corrections import event_reverse
 from points.exceptions import DomainError
 from points.models import AuditLog, LedgerEntry, Member
 from points.services import EventInput, api_key_create, community_create, events_ingest
+from tests.served import server_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,17 +129,7 @@ def served(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
         host=db["HOST"] or None,
         port=db["PORT"] or None,
     )
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "API_RATE_LIMIT_KEY": "",
-        "API_RATE_LIMIT_MEMBER": "",
-        "REDIS_URL": "",
-        "CELERY_BROKER_URL": "",
-        "LOG_LEVEL": "INFO",
-        "INCENTIVES_DATA_DIR": str(tmp / "data"),
-    }
+    env = server_env(database_url, tmp / "data", LOG_LEVEL="INFO")
     port = _free_port()
     log = tmp / "gunicorn.log"
     command = [

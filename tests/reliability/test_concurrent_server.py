@@ -42,6 +42,7 @@ from config.gunicorn_worker import THREADED_WORKER
 from points.models import AuditLog, Community, EntryKind, Event, LedgerEntry, Member
 from points.selectors import event_answer
 from points.services import EventInput, api_key_create, community_create, events_ingest
+from tests.served import server_env
 from tests.test_celery_worker import _test_database_url
 from webhooks.models import Delivery, OutboxMessage
 from webhooks.services import endpoint_create
@@ -78,18 +79,9 @@ def server(
     tmp = tmp_path_factory.mktemp("concurrent-server")
     with django_db_blocker.unblock():
         database_url = _test_database_url()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DB_CONN_MAX_AGE": "60",
-        "API_RATE_LIMIT_KEY": "",  # limits off: this test is about the ledger
-        "API_RATE_LIMIT_MEMBER": "",
-        "REDIS_URL": "",
-        "CELERY_BROKER_URL": "",  # the outbox's delivery kick goes to a private folder queue
-        "LOG_LEVEL": "WARNING",
-        "INCENTIVES_DATA_DIR": str(tmp / "data"),
-    }
+    # Limits off (this test is about the ledger); the outbox's delivery kick goes to a
+    # private folder queue.
+    env = server_env(database_url, tmp / "data", DB_CONN_MAX_AGE="60", LOG_LEVEL="WARNING")
     with gunicorn(
         env=env, workers=4, worker_class=THREADED_WORKER, threads=4, log_path=tmp / "gunicorn.log"
     ) as started:

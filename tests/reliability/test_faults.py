@@ -60,6 +60,7 @@ from points.rules import DEFAULT_RULES
 from points.scoring import ScoringRecord
 from points.services import EventInput, community_create, events_ingest, rule_set_publish
 from points.tasks import points_expire_community
+from tests.served import server_env
 from tests.test_celery_worker import _broker_error, _delete_queue, _test_database_url
 from webhooks.models import OutboxMessage
 from webhooks.services import endpoint_create
@@ -319,18 +320,7 @@ def test_an_immediate_stop_loses_no_acknowledged_event_and_doubles_none(
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
         conn.execute("CREATE DATABASE crash")
     url = cluster.url("crash")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "DB_CONN_MAX_AGE": "60",
-        "API_RATE_LIMIT_KEY": "",
-        "API_RATE_LIMIT_MEMBER": "",
-        "REDIS_URL": "",
-        "CELERY_BROKER_URL": "",
-        "INCENTIVES_DATA_DIR": str(tmp_path / "data"),
-        "LOG_LEVEL": "CRITICAL",
-    }
+    env = server_env(url, tmp_path / "data", DB_CONN_MAX_AGE="60", LOG_LEVEL="CRITICAL")
     _manage(env, "migrate", "--no-input", "-v", "0")
     _manage(env, "create_community", "crash", "--name", "Crash")
     key = _manage(env, "create_api_key", "crash", "--scopes", "events:write").split()[-1]

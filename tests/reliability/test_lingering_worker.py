@@ -26,6 +26,7 @@ from gunicorn.workers.gthread import TConn
 from bench.server import Server, gunicorn
 from config.gunicorn_worker import THREADED_WORKER, LingeringThreadWorker
 from tests.celery_worker import _test_database_url
+from tests.served import server_env
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -154,18 +155,12 @@ def server(
     tmp = tmp_path_factory.mktemp("lingering-worker")
     with django_db_blocker.unblock():
         database_url = _test_database_url()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "config.settings.local",
-        "API_RATE_LIMIT_KEY": "",
-        "API_RATE_LIMIT_MEMBER": "",
-        "REDIS_URL": "",
-        "CELERY_BROKER_URL": "",
-        "INCENTIVES_DATA_DIR": str(tmp / "data"),
-        "WEB_KEEPALIVE_LINGER": "5",
-        "GUNICORN_CMD_ARGS": "--keep-alive 10",
-    }
+    env = server_env(
+        database_url,
+        tmp / "data",
+        WEB_KEEPALIVE_LINGER="5",
+        GUNICORN_CMD_ARGS="--keep-alive 10",
+    )
     with gunicorn(
         env=env, workers=1, worker_class=THREADED_WORKER, threads=4, log_path=tmp / "g.log"
     ) as started:
