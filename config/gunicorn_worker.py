@@ -40,7 +40,8 @@ class LingeringThreadWorker(ThreadWorker):
 
     def handle(self, conn: Any) -> Any:
         """gunicorn's ``handle`` (one request), then more requests of the same connection for
-        as long as each arrives within ``linger`` and lingering is allowed."""
+        as long as each arrives within ``linger`` and lingering is allowed. (An HTTP/2
+        connection is served whole by one call, which then returns ``False``.)"""
         keep_alive = super().handle(conn)
         while keep_alive is True and self._may_linger(conn) and self._next_arrives(conn):
             keep_alive = super().handle(conn)
@@ -50,7 +51,6 @@ class LingeringThreadWorker(ThreadWorker):
         return (
             self.linger > 0
             and self.alive
-            and not conn.is_http2  # gunicorn serves an HTTP/2 connection in one handle()
             and not self.cfg.is_ssl  # decrypted bytes may wait in the TLS buffer, not the socket
             # bytes already read ahead: gunicorn's finish_request submits the connection again
             and not conn.parser.unreader.buf.getvalue()
