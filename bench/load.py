@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cpu import Meter, Split
+
 # One step is one request (or one raw transaction); it returns how many units (events, rows)
 # it completed and raises on anything unexpected.
 Step = Callable[[], int]
@@ -39,6 +41,7 @@ class PhaseResult:
     latencies: list[float] = field(repr=False)
     first_error: str | None = None
     cpu_busy: float | None = None  # share of all cores busy during the window (Linux)
+    cpu: Split | None = None  # who spent the window's CPU (``bench.cpu``), if metered
 
     @property
     def rate(self) -> float:
@@ -65,11 +68,15 @@ def combine(before: PhaseResult, after: PhaseResult) -> PhaseResult:
         latencies=before.latencies + after.latencies,
         first_error=before.first_error or after.first_error,
         cpu_busy=sum(busy) / len(busy) if busy else None,
+        cpu=before.cpu + after.cpu if before.cpu and after.cpu else None,
     )
 
 
-def run_phase(name: str, steps: list[Step], *, warmup: float, duration: float) -> PhaseResult:
-    """Run every step in its own thread, back to back; count what completes in the window."""
+def run_phase(
+    name: str, steps: list[Step], *, warmup: float, duration: float, meter: Meter | None = None
+) -> PhaseResult:
+    """Run every step in its own thread, back to back; count what completes in the window
+    (and, with a ``meter``, who spent the window's CPU)."""
     stop = threading.Event()
     records: list[list[tuple[float, float, int]]] = [[] for _ in steps]
     errors: list[str] = []
@@ -91,10 +98,12 @@ def run_phase(name: str, steps: list[Step], *, warmup: float, duration: float) -
         thread.start()
     time.sleep(warmup)
     cpu_start = _cpu_times()
+    metered = meter.read() if meter else None
     window_start = time.perf_counter()
     time.sleep(duration)
     window_end = time.perf_counter()
     cpu_end = _cpu_times()
+    split = Meter.split(metered, meter.read()) if meter and metered else None
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
@@ -109,6 +118,7 @@ def run_phase(name: str, steps: list[Step], *, warmup: float, duration: float) -
         latencies=[r[0] - r[1] for r in ok],
         first_error=errors[0] if errors else None,
         cpu_busy=_busy(cpu_start, cpu_end),
+        cpu=split,
     )
     if not ok:
         raise BenchError(f"{name}: nothing succeeded ({result.first_error})")

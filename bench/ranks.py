@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from bench.cpu import Meter, Split
+
 SLUG = "ranks-1m"
 
 
@@ -293,12 +295,15 @@ def measure(
     clients: int,
     requests: int,
     profile: Callable[[Callable[[float], int]], None] | None = None,
+    meter: Meter | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, Latencies, Latencies]]]:
     """The generated data's figures, and (name, ours, raw) latency pairs: random members,
     then the member at rank 1 and one at 90% of the board. Each of ours runs between two halves
     of its raw baseline (same members, same clients), so that drift on a noisy machine falls on
     both sides. ``profile``, if given, is handed a function that puts ``seconds`` of random
-    rank lookups on the server (for a sampling profiler), after the figures."""
+    rank lookups on the server (for a sampling profiler), after the figures. With a ``meter``,
+    ``data["cpu"]`` says who spent the CPU of random members' lookups, their raw queries and
+    ``/healthz``: name → (split, requests)."""
     data = generate(bench_url, members)
     rng = random.Random(7)
     with psycopg.connect(bench_url) as conn:
@@ -310,12 +315,24 @@ def measure(
     rng.shuffle(sample)
     names, ids = [r[0] for r in sample], [r[1] for r in sample]
     per_client = max(requests // clients, 1)
+    cpu: dict[str, tuple[Split, int]] = {}
+    data["cpu"] = cpu
+
+    def metered(name: str, n: int, work: Any) -> list[float]:
+        start = meter.read() if meter else None
+        samples = _run(clients, n, work)
+        if meter and start:
+            split, count = Meter.split(start, meter.read()), len(samples)
+            if name in cpu:
+                split, count = split + cpu[name][0], count + cpu[name][1]
+            cpu[name] = (split, count)
+        return samples
 
     def pair(label: str, names: list[str], ids: list[int], n: int) -> tuple[Latencies, Latencies]:
         raw = RawRank(bench_url, data["community_id"], ids)
-        before = _run(clients, max(n // 2, 1), raw)
-        ours = Latencies(label, _run(clients, n, HttpRank(port, data["key"], names)))
-        return ours, Latencies(label, before + _run(clients, max(n // 2, 1), raw))
+        before = metered("raw", max(n // 2, 1), raw)
+        ours = Latencies(label, metered("ours", n, HttpRank(port, data["key"], names)))
+        return ours, Latencies(label, before + metered("raw", max(n // 2, 1), raw))
 
     out: list[tuple[str, Latencies, Latencies]] = []
     with Beat(data["community_id"]):
@@ -323,7 +340,7 @@ def measure(
         _run(clients, 50, HttpRank(port, data["key"], names))
         _run(clients, 50, RawRank(bench_url, data["community_id"], ids))
         out.append(("random members", *pair("random", names, ids, per_client)))
-        data["floor"] = Latencies("floor", _run(clients, per_client, HttpFloor(port, "", names)))
+        data["floor"] = Latencies("floor", metered("floor", per_client, HttpFloor(port, "", names)))
         # Rank 1 and rank ~900,000 asked alternately by every client, so that both see the
         # same machine (this box is shared and its load moves within seconds).
         labels = (

@@ -322,14 +322,19 @@ def run_redemptions(
 
 
 def _raw_single(
-    bench_url: str, tag: str, clients: int, members: int, **timing: float
+    bench_url: str, tag: str, clients: int, members: int, *, warmup: float, duration: float
 ) -> PhaseResult:
     inserters = [
         database.RawSingleInserter(bench_url, database.RawRows(f"{tag}-{i}", i, members))
         for i in range(clients)
     ]
     try:
-        result = run_phase("raw single-row INSERT+COMMIT", [w.step for w in inserters], **timing)
+        result = run_phase(
+            "raw single-row INSERT+COMMIT",
+            [w.step for w in inserters],
+            warmup=warmup,
+            duration=duration,
+        )
     finally:
         for w in inserters:
             w.close()
