@@ -21,8 +21,9 @@ import pytest
 from django.db import connection
 
 from points.ingest import event_ingest, statements
-from points.ingest.records import EventInput, LedgerRow, OnceKey
+from points.ingest.records import EventInput, LedgerRow, MemberState, OnceKey
 from points.models import Community
+from points.scoring import StreakState
 
 MEMBERS = 3000
 # The tables looked up by key, and the columns a probe of each must name besides the community.
@@ -160,7 +161,21 @@ def _statements(community_id: int) -> list[statements.Statement]:
         ),
         statements.scored_read(community_id, [(ext, "share", now, 600) for ext in exts]),
         statements.prior_joins(community_id, exts),
+        statements.members_update(_states(community_id, exts)),
+        statements.periods_active(community_id, {m.id: False for m in _states(community_id, exts)}),
     ]
+
+
+def _states(community_id: int, exts: list[str]) -> list[MemberState]:
+    """The members as the write-back receives them (locked rows, changed in memory)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, external_id FROM points_member WHERE community_id = %s "
+            "AND external_id = ANY(%s) ORDER BY id",
+            [community_id, exts],
+        )
+        rows = cursor.fetchall()
+    return [MemberState(id, ext, 1, 1, "active", None, 0, StreakState(0, None)) for id, ext in rows]
 
 
 def test_every_look_up_by_key_is_an_index_probe_in_a_generic_plan(crowded: Community) -> None:
@@ -181,6 +196,8 @@ def test_every_look_up_by_key_is_an_index_probe_in_a_generic_plan(crowded: Commu
         "hashes",
         "scored",
         "joins",
+        "members_update",
+        "periods_active",
     ]
 
 
