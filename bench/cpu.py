@@ -131,9 +131,14 @@ class Meter:
 
     @classmethod
     def for_bench(cls, *, server_pid: int | None, database_url: str) -> Meter | None:
+        """The bench's meter; ``None`` (no splits printed) off Linux or when PostgreSQL's
+        processes are not visible here, where a split would show its share as zero."""
         if machine_busy_seconds() is None:
-            return None  # not Linux: no splits
-        return cls(server_pid=server_pid, database_pid=postmaster_pid(database_url))
+            return None
+        database_pid = postmaster_pid(database_url)
+        if database_pid is None:
+            return None
+        return cls(server_pid=server_pid, database_pid=database_pid)
 
     def read(self) -> _Reading:
         table = _processes()

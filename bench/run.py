@@ -189,6 +189,8 @@ def main() -> int:
                 note("rate limits off (API_RATE_LIMIT_KEY is empty)")
             only = os.environ.get("BENCH_ONLY", "all")
             meter = Meter.for_bench(server_pid=server.pid, database_url=bench_url)
+            if meter is None:
+                note("CPU per request not measured: needs Linux and PostgreSQL on this machine")
             if only in ("all", "ranks"):
                 _measure_ranks(server.port, server.pid, bench_url, clients=clients, meter=meter)
             if only == "ranks":

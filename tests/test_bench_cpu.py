@@ -128,3 +128,12 @@ def test_the_single_event_budget_is_what_the_machine_gave_over_the_target_rate()
     # 3.6 CPU seconds in 2 s = 1.8 per second; at 1,200 events/s that is 1,500 µs each
     assert "= 1200 events/s" in line
     assert "1,500 µs per event in all; spent 3,600 µs, of which PostgreSQL 1,800" in line
+
+
+@pytest.mark.django_db
+def test_no_meter_when_the_database_processes_are_not_visible_here(tmp_path, monkeypatch):
+    """A PostgreSQL on another machine (or container) would show its share as zero: the
+    bench prints no splits instead. An empty process table stands for that machine."""
+    monkeypatch.setattr("bench.cpu._PROC", tmp_path)
+
+    assert Meter.for_bench(server_pid=None, database_url=_test_database_url()) is None
