@@ -453,9 +453,14 @@ def drive(config_path: Path) -> int:
 # --- setup ---------------------------------------------------------------------------------------
 
 
-def setup(url: str, communities: int, members: int, stock: int) -> list[dict[str, Any]]:
-    """Migrate, then the communities, their members, keys and catalog; Django in this process."""
+def setup(
+    url: str, communities: int, members: int, stock: int, broker: str
+) -> list[dict[str, Any]]:
+    """Migrate, then the communities, their members, keys and catalog; Django in this process,
+    on the run's broker (what it queues goes where the run's worker takes it, not to a
+    filesystem queue nobody reads)."""
     os.environ["DATABASE_URL"] = url
+    os.environ["CELERY_BROKER_URL"] = broker
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     import django
 
@@ -839,7 +844,7 @@ def main() -> int:
     url = database.recreate(database.server_url(), dbname)
     status = 0
     try:
-        catalog = setup(url, communities, members, stock)
+        catalog = setup(url, communities, members, stock, broker)
         pg = database.server_settings(url)
         note(
             f"database {dbname} (PostgreSQL {pg['server_version']}, synchronous_commit="

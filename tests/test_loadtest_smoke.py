@@ -70,3 +70,5 @@ def test_a_short_load_test_keeps_every_invariant(tmp_path: Path) -> None:
         assert f"loadtest {endpoint}" in done.stdout, output
     assert re.search(r"^loadtest\.mixed .*: ours \d", done.stdout, re.M), output
     assert report.read_text().count("invariant ") >= 10
+    # its setup queued on the run's broker, not into a filesystem queue nobody reads
+    assert not (ROOT / "var" / "celery-queue" / env["LOADTEST_DB"]).exists()
