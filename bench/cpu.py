@@ -62,15 +62,16 @@ def own_seconds() -> float:
     return times.user + times.system
 
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all cores spent not idle since boot, from ``/proc/stat``."""
+def machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all cores since boot, from ``/proc/stat`` (idle and
+    iowait are not busy); ``None`` off Linux."""
     try:
         with open("/proc/stat") as stat:
             fields = [int(v) for v in stat.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
-    return (sum(fields) - idle) / _TICK
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
 
 
 def postmaster_pid(url: str) -> int | None:
@@ -83,7 +84,8 @@ def postmaster_pid(url: str) -> int | None:
 
 @dataclass(frozen=True)
 class Split:
-    """CPU seconds spent during one window, by whom."""
+    """CPU seconds by whom: spent so far (a ``Meter`` reading) or during one window (the
+    difference of two readings)."""
 
     client: float
     server: float
@@ -96,6 +98,15 @@ class Split:
             self.server + other.server,
             self.database + other.database,
             self.machine + other.machine,
+        )
+
+    def __sub__(self, other: Split) -> Split:
+        """The seconds spent between two readings (``later - earlier``)."""
+        return Split(
+            self.client - other.client,
+            self.server - other.server,
+            self.database - other.database,
+            self.machine - other.machine,
         )
 
     @property
@@ -114,17 +125,9 @@ class Split:
         )
 
 
-@dataclass(frozen=True)
-class _Reading:
-    client: float
-    server: float
-    database: float
-    machine: float
-
-
 class Meter:
-    """Readings at a window's start and end; ``None`` parts (no server, a database on
-    another machine) count as zero."""
+    """Readings to take at a window's start and end (``end - start`` is the window's split);
+    a part without a process (no server) counts as zero."""
 
     def __init__(self, *, server_pid: int | None, database_pid: int | None) -> None:
         self.server_pid, self.database_pid = server_pid, database_pid
@@ -133,27 +136,19 @@ class Meter:
     def for_bench(cls, *, server_pid: int | None, database_url: str) -> Meter | None:
         """The bench's meter; ``None`` (no splits printed) off Linux or when PostgreSQL's
         processes are not visible here, where a split would show its share as zero."""
-        if machine_busy_seconds() is None:
+        if machine_jiffies() is None:
             return None
         database_pid = postmaster_pid(database_url)
         if database_pid is None:
             return None
         return cls(server_pid=server_pid, database_pid=database_pid)
 
-    def read(self) -> _Reading:
+    def read(self) -> Split:
         table = _processes()
-        return _Reading(
+        busy = machine_jiffies()
+        return Split(
             client=own_seconds(),
             server=tree_seconds(self.server_pid, table) if self.server_pid else 0.0,
             database=tree_seconds(self.database_pid, table) if self.database_pid else 0.0,
-            machine=machine_busy_seconds() or 0.0,
-        )
-
-    @staticmethod
-    def split(start: _Reading, end: _Reading) -> Split:
-        return Split(
-            client=end.client - start.client,
-            server=end.server - start.server,
-            database=end.database - start.database,
-            machine=end.machine - start.machine,
+            machine=busy[0] / _TICK if busy else 0.0,
         )

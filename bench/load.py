@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.cpu import Meter, Split
+from bench.cpu import Meter, Split, machine_jiffies
 
 # One step is one request (or one raw transaction); it returns how many units (events, rows)
 # it completed and raises on anything unexpected.
@@ -97,13 +97,13 @@ def run_phase(
     for thread in threads:
         thread.start()
     time.sleep(warmup)
-    cpu_start = _cpu_times()
+    cpu_start = machine_jiffies()
     metered = meter.read() if meter else None
     window_start = time.perf_counter()
     time.sleep(duration)
     window_end = time.perf_counter()
-    cpu_end = _cpu_times()
-    split = Meter.split(metered, meter.read()) if meter and metered else None
+    cpu_end = machine_jiffies()
+    split = meter.read() - metered if meter and metered else None
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
@@ -123,17 +123,6 @@ def run_phase(
     if not ok:
         raise BenchError(f"{name}: nothing succeeded ({result.first_error})")
     return result
-
-
-def _cpu_times() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
 
 
 def _busy(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:

@@ -322,7 +322,7 @@ def measure(
         start = meter.read() if meter else None
         samples = _run(clients, n, work)
         if meter and start:
-            split, count = Meter.split(start, meter.read()), len(samples)
+            split, count = meter.read() - start, len(samples)
             if name in cpu:
                 split, count = split + cpu[name][0], count + cpu[name][1]
             cpu[name] = (split, count)

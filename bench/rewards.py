@@ -52,13 +52,13 @@ from typing import Any
 import psycopg
 
 from bench import database, profiling
+from bench.cpu import machine_jiffies
 from bench.load import (
     BenchError,
     HttpGetter,
     HttpPoster,
     PhaseResult,
     _busy,
-    _cpu_times,
     combine,
     run_phase,
 )
@@ -289,11 +289,11 @@ def run_redemptions(
     for thread in threads:
         thread.start()
     time.sleep(warmup)
-    cpu_start = _cpu_times()
+    cpu_start = machine_jiffies()
     window_start = time.perf_counter()
     time.sleep(duration)
     window_end = time.perf_counter()
-    cpu_end = _cpu_times()
+    cpu_end = machine_jiffies()
     stop.set()
     for thread in threads:
         thread.join(timeout=60)

@@ -143,6 +143,7 @@ def _statements(community_id: int) -> list[statements.Statement]:
         cursor.execute("SELECT min(id) FROM points_member WHERE community_id = %s", [community_id])
         first = cursor.fetchone()[0]
     ids = [f"e-{i}" for i in range(first, first + 400)]
+    states = _states(community_id, exts)
     entries = [LedgerRow(c, 1, "award", 1, 1, "points.check_in", 1, "") for c in ids]
     keys = [OnceKey(f"k-{c}", 1, c, "streak", "") for c in ids]
     return [
@@ -161,8 +162,8 @@ def _statements(community_id: int) -> list[statements.Statement]:
         ),
         statements.scored_read(community_id, [(ext, "share", now, 600) for ext in exts]),
         statements.prior_joins(community_id, exts),
-        statements.members_update(_states(community_id, exts)),
-        statements.periods_active(community_id, {m.id: False for m in _states(community_id, exts)}),
+        statements.members_update(states),
+        statements.periods_active(community_id, {m.id: False for m in states}),
     ]
 
 
