@@ -8,9 +8,10 @@
    per scope in each, and a catalog of two items (a virtual item with no stock, a merch item
    with two variants of ``LOADTEST_STOCK`` each, so that stock runs out under the load);
 2. measures a raw psycopg baseline (single-row INSERT+COMMIT from as many connections as there
-   are clients, ``LOADTEST_RAW_SECONDS``), then starts the fleet: two gunicorn servers
-   (gthread) on two ports, a Celery worker and Celery beat, sharing the database and a Redis
-   broker (``redis://127.0.0.1:6379/<LOADTEST_BROKER_DB>``; rate limits counted in Redis db
+   are clients, ``LOADTEST_RAW_SECONDS``), then starts the fleet: two gunicorn servers (the
+   service's threaded worker, ``config.gunicorn_worker``) on two ports, a Celery worker and
+   Celery beat, sharing the database and a Redis broker
+   (``redis://127.0.0.1:6379/<LOADTEST_BROKER_DB>``; rate limits counted in Redis db
    ``LOADTEST_REDIS_DB``, far above the load);
 3. drives both servers from ``LOADTEST_DRIVERS`` separate processes (``LOADTEST_CLIENTS``
    closed-loop client threads in all, loopback only) for ``LOADTEST_SECONDS``: 85% single
@@ -977,7 +978,7 @@ def _run_fleet(
         web = stack.enter_context(ExitStack())  # closed first, before the worker drains
         servers = web.enter_context(_servers(env, workers, threads, work))
         fleet = (
-            f"2 servers x gunicorn gthread {workers} workers x {threads} threads (ports "
+            f"2 servers x gunicorn {THREADED_WORKER} {workers} workers x {threads} threads (ports "
             f"{', '.join(str(s.port) for s in servers)}), Celery worker (concurrency "
             f"{os.environ.get('LOADTEST_CELERY_CONCURRENCY', '2')}, queues "
             f"{','.join(TASK_QUEUE_NAMES)}) and beat on "
